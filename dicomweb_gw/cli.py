@@ -1,0 +1,164 @@
+"""``dicomweb-gw``: serve, demo, echo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from dicomweb_gw import __version__
+from dicomweb_gw.errors import PacsError
+from dicomweb_gw.settings import PacsNode, Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("dicomweb_gw")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("pynetdicom", "pydicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result: int = args.run(args)
+        return result
+    except SettingsError as exc:
+        print(f"dicomweb-gw: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomweb-gw",
+                                     description="DICOMweb gateway in front of DIMSE PACS")
+    parser.add_argument("--version", action="version", version=f"dicomweb-gw {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    serve.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway over an embedded demo PACS")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    demo.add_argument("--data-dir", type=Path,
+                      help="where the demo PACS keeps its files (default: a temporary folder)")
+    demo.set_defaults(run=_demo)
+
+    echo = commands.add_parser("echo", help="C-ECHO the configured PACS and report")
+    echo.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    echo.add_argument("--pacs", help="only this node (default: every node)")
+    echo.set_defaults(run=_echo)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(config_file=args.config)
+    return _run_gateway(settings, args.host, args.port)
+
+
+def _run_gateway(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from dicomweb_gw.app import Gateway, create_app
+
+    gateway = Gateway(settings)
+    gateway.start()  # bind the storage SCP now, so a port clash is one clear line
+    app = create_app(gateway=gateway)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+    return 0
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from dicomweb_gw.pacs.dimse import DimsePacsClient
+
+    settings = load_settings(config_file=args.config)
+    try:
+        nodes = [settings.node(args.pacs)] if args.pacs else list(settings.nodes)
+    except KeyError:
+        known = ", ".join(node.name for node in settings.nodes)
+        print(f"dicomweb-gw: no PACS node named '{args.pacs}' (known: {known})",
+              file=sys.stderr)
+        return 2
+
+    async def echo_all() -> int:
+        failed = 0
+        for node in nodes:
+            client = DimsePacsClient(node, ae_title=settings.ae_title)
+            where = f"{node.ae_title}@{node.host}:{node.port}"
+            try:
+                await client.echo()
+                print(f"{node.name}: C-ECHO to {where} succeeded")
+            except PacsError as exc:
+                failed += 1
+                print(f"{node.name}: C-ECHO to {where} failed: {exc.message}", file=sys.stderr)
+            finally:
+                await client.aclose()
+        return 1 if failed else 0
+
+    return asyncio.run(echo_all())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dicomweb_gw.demo import DemoPacs, generate_sample_data
+
+    data_dir: Path = args.data_dir or Path(tempfile.mkdtemp(prefix="dicomweb-gw-demo-"))
+    storage = data_dir / "pacs"
+    storage.mkdir(parents=True, exist_ok=True)
+    fresh = not any(storage.rglob("*.dcm"))
+    settings = load_settings(environ={k: v for k, v in os.environ.items()
+                                      if not k.startswith("DICOMWEB_GW_PACS_")})
+    store_port = _free_port()
+    settings = replace(settings, store_port=store_port, store_host="127.0.0.1",
+                       cache_dir=data_dir / "cache")
+    pacs = DemoPacs(storage, ae_title="DEMOPACS",
+                    move_destinations={settings.ae_title: ("127.0.0.1", store_port)})
+    if fresh:
+        pacs.add_files(generate_sample_data(data_dir / "samples"))
+    pacs.start()
+    node = PacsNode(name="demo", host="127.0.0.1", port=pacs.port, ae_title="DEMOPACS",
+                    retrieve="c-move")
+    settings = replace(settings, nodes=(node,), default_pacs="demo")
+    base = f"http://{args.host}:{args.port}"
+    print(f"""
+dicomweb-gw demo: a demo PACS (DEMOPACS on 127.0.0.1:{pacs.port}, data in {storage})
+and the gateway in front of it. Try:
+
+  curl '{base}/dicom-web/studies'
+  curl '{base}/dicom-web/studies?PatientName=*&includefield=all'
+  curl -H 'Accept: multipart/related; type="application/dicom"' \\
+       '{base}/dicom-web/studies/<StudyInstanceUID>' -o study.multipart
+  curl '{base}/readyz'
+
+OHIF or any DICOMweb client: QIDO and WADO root {base}/dicom-web
+Press Ctrl+C to stop.
+""", flush=True)
+    try:
+        return _run_gateway(settings, args.host, args.port)
+    finally:
+        pacs.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""DICOM Part 10 files from instances received over DIMSE.
+
+An instance to be sent on as stored is never decoded: the File Meta
+Information is written in front of the bytes the PACS sent. Only a change of
+transfer syntax goes through pydicom.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import numpy as np
+from pydicom import dcmread, uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite, write_file_meta_info
+
+from dicomweb_gw import __version__
+from dicomweb_gw.model import RetrievedInstance
+
+__all__ = ["IMPLEMENTATION_CLASS_UID", "part10_chunks", "to_explicit_little_endian"]
+
+#: Our implementation class UID, under pydicom's root (PS3.7 D.3.3.2 asks for a unique one).
+IMPLEMENTATION_CLASS_UID = uid.UID("1.2.826.0.1.3680043.8.498.71920253")
+IMPLEMENTATION_VERSION_NAME = f"DICOMWEB_GW_{__version__}"[:16]
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def part10_chunks(instance: RetrievedInstance) -> tuple[bytes, bytes]:
+    """(preamble + File Meta Information, data set): two chunks, so the data set is not copied."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = uid.UID(instance.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = uid.UID(instance.sop_instance_uid)
+    meta.TransferSyntaxUID = uid.UID(instance.transfer_syntax_uid)
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    buffer = BytesIO()
+    buffer.write(_PREAMBLE)
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue(), instance.dataset
+
+
+def to_explicit_little_endian(instance: RetrievedInstance) -> RetrievedInstance:
+    """The same instance in Explicit VR Little Endian (decompressing if needed).
+
+    CPU-bound for compressed pixel data: call it off the event loop.
+    """
+    if instance.transfer_syntax_uid == uid.ExplicitVRLittleEndian:
+        return instance
+    dataset = dcmread(BytesIO(b"".join(part10_chunks(instance))))
+    source = dataset.file_meta.TransferSyntaxUID
+    if source.is_compressed:
+        dataset.decompress()
+    elif not source.is_little_endian:
+        _swap_pixel_data(dataset)
+    dataset.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    output = BytesIO()
+    dcmwrite(output, dataset, enforce_file_format=True)
+    encoded = output.getvalue()
+    header_end = _data_set_offset(encoded)
+    return RetrievedInstance(
+        sop_class_uid=instance.sop_class_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        transfer_syntax_uid=uid.ExplicitVRLittleEndian,
+        dataset=encoded[header_end:],
+    )
+
+
+def _swap_pixel_data(dataset: Dataset) -> None:
+    """Big endian to little: pydicom re-encodes the other elements, but pixel
+    data is raw bytes to it, so words wider than a byte are swapped here."""
+    bits = int(dataset.get("BitsAllocated", 8))
+    if "PixelData" in dataset and bits in (16, 32):
+        width = bits // 8
+        words = np.frombuffer(dataset.PixelData, dtype=f">u{width}")
+        dataset.PixelData = words.astype(f"<u{width}").tobytes()
+
+
+def _data_set_offset(encoded: bytes) -> int:
+    """Where the data set starts in a Part 10 file: after group 0002's declared length."""
+    # (0002,0000) UL 4 <length> sits right after the preamble: 128 + 4 + 8 bytes of header.
+    group_length = int.from_bytes(encoded[140:144], "little")
+    return 144 + group_length

@@ -1,0 +1,267 @@
+"""QIDO-RS: a search becomes one or more C-FINDs, then DICOM JSON.
+
+Results are bounded: at most ``max_results`` per request (the client's limit
+is capped to it) and the C-FIND is cancelled as soon as the page is full, so
+a broad query on a big PACS never pulls everything into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+
+from dicomweb_gw.dicomweb import attributes as attrs
+from dicomweb_gw.dicomweb.dicomjson import to_dicom_json
+from dicomweb_gw.dicomweb.matching import Verdict, check
+from dicomweb_gw.dicomweb.query import QidoQuery
+from dicomweb_gw.errors import PacsFailure
+from dicomweb_gw.model import QueryLevel
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["QidoResult", "QidoService"]
+
+#: Candidates kept while waiting for a further C-FIND to settle a key the PACS ignored.
+_CANDIDATE_FACTOR = 4
+#: Extra attributes for ``includefield=all`` beyond the required ones.
+_ALL_EXTRA = {
+    QueryLevel.STUDY: (0x00081030, 0x00080020, 0x00100010, 0x00101010, 0x00080080, 0x00321060),
+    QueryLevel.SERIES: (0x00080021, 0x00080031, 0x00180015, 0x00200060, 0x00080070),
+    QueryLevel.IMAGE: (0x00080008, 0x00080023, 0x00080033, 0x00200020, 0x00280004),
+}
+
+
+@dataclass
+class QidoResult:
+    items: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
+class QidoService:
+    def __init__(self, *, max_results: int) -> None:
+        self._max_results = max_results
+        #: (pacs, level) pairs where the PACS wants the parent UID in the query.
+        self._hierarchical: set[tuple[str, QueryLevel]] = set()
+
+    async def search(
+        self, pacs: PacsClient, query: QidoQuery, *, base_url: str
+    ) -> QidoResult:
+        warnings: list[str] = []
+        limit = self._max_results if query.limit is None else min(query.limit, self._max_results)
+        if query.limit is not None and query.limit > self._max_results:
+            warnings.append(f"limit capped to {self._max_results} results per request")
+        if query.fuzzy:
+            warnings.append("fuzzy matching is not supported; only literal matching was done")
+
+        wanted = query.offset + limit + 1  # one more than the page tells us if there is more
+        derivable_keys = [tag for tag in query.match if tag in attrs.DERIVABLE]
+        cap = wanted if not derivable_keys else wanted * _CANDIDATE_FACTOR
+        candidates: list[Dataset] = []
+        async with aclosing(self._find(pacs, query.level, self._identifier(query))) as found:
+            async for dataset in found:
+                verdicts = {tag: check(dataset, tag, value) for tag, value in query.match.items()}
+                if Verdict.NO_MATCH in verdicts.values():
+                    continue
+                candidates.append(dataset)
+                if len(candidates) >= cap:
+                    break
+        hit_cap = len(candidates) >= cap
+
+        derived = _Deriver(pacs)
+        matches: list[Dataset] = []
+        for dataset in candidates:
+            if await self._matches_after_deriving(dataset, query, derived):
+                matches.append(dataset)
+        more = len(matches) > query.offset + limit or (hit_cap and derivable_keys != [])
+        page = matches[query.offset : query.offset + limit]
+        if more:
+            warnings.append(
+                "The number of results exceeded the maximum supported by the server. "
+                "Additional results can be requested."
+            )
+        asked = set(query.include) | (attrs.DERIVABLE if query.include_all else set())
+        items = []
+        for dataset in page:
+            await derived.fill(dataset, query.level, asked)
+            items.append(to_dicom_json(dataset, _retrieve_url(dataset, query.level, base_url)))
+        return QidoResult(items=items, warnings=warnings)
+
+    async def _matches_after_deriving(
+        self, dataset: Dataset, query: QidoQuery, derived: _Deriver
+    ) -> bool:
+        for tag, value in query.match.items():
+            verdict = check(dataset, tag, value)
+            if verdict == Verdict.UNKNOWN and tag in attrs.DERIVABLE:
+                await derived.fill(dataset, query.level, {tag})
+                verdict = check(dataset, tag, value)
+            if verdict == Verdict.NO_MATCH:
+                return False
+        return True
+
+    def _identifier(self, query: QidoQuery) -> Dataset:
+        pinned = frozenset(
+            attrs.LEVEL_OF_UID[tag] for tag, value in query.match.items()
+            if tag in attrs.LEVEL_OF_UID and "\\" not in value and value
+            and attrs.LEVEL_OF_UID[tag] is not query.level
+        )
+        tags = list(attrs.required_attributes(query.level, fixed=pinned))
+        tags.extend(query.include)
+        if query.include_all:
+            tags.extend(_ALL_EXTRA[query.level])
+        identifier = Dataset()
+        for tag in dict.fromkeys(tags):
+            _set(identifier, tag, None)
+        for tag, value in query.match.items():
+            _set(identifier, tag, value)
+        if any(not value.isascii() for value in query.match.values()):
+            identifier.SpecificCharacterSet = "ISO_IR 192"
+        return identifier
+
+    async def _find(
+        self, pacs: PacsClient, level: QueryLevel, identifier: Dataset
+    ) -> AsyncGenerator[Dataset, None]:
+        """C-FIND at ``level``; if the PACS insists on the parent UID, walk down from the parent.
+
+        dcmqrscp, for one, fails an IMAGE query without SeriesInstanceUID.
+        """
+        parent = attrs.parent_level(level)
+        parent_uid_tag = attrs.UID_OF_LEVEL[parent] if parent else None
+        needs_parent = parent_uid_tag is not None and not identifier.get(parent_uid_tag, "")
+        if not needs_parent or (pacs.name, level) not in self._hierarchical:
+            yielded = False
+            try:
+                async with aclosing(pacs.find(level, identifier)) as results:
+                    async for dataset in results:
+                        yielded = True
+                        yield dataset
+                return
+            except PacsFailure:
+                if yielded or not needs_parent:
+                    raise
+                self._hierarchical.add((pacs.name, level))
+        assert parent is not None
+        assert parent_uid_tag is not None
+        # Collect the parents first: running the child C-FINDs while the parent
+        # C-FIND is still open would need two associations at once.
+        parent_query = _restrict(identifier, parent)
+        parents = [ds async for ds in self._find(pacs, parent, parent_query)]
+        for parent_dataset in parents:
+            uid = parent_dataset.get(parent_uid_tag)
+            if uid is None or not uid.value:
+                continue
+            child_query = Dataset()
+            child_query.update(identifier)
+            _set(child_query, parent_uid_tag, str(uid.value))
+            async with aclosing(pacs.find(level, child_query)) as results:
+                async for dataset in results:
+                    # Relational results carry their parents' attributes too.
+                    for element in parent_dataset:
+                        if element.tag not in dataset:
+                            dataset.add(element)
+                    yield dataset
+
+
+class _Deriver:
+    """Computes counts and modalities a PACS left out, with further C-FINDs (cached per request)."""
+
+    def __init__(self, pacs: PacsClient) -> None:
+        self._pacs = pacs
+        self._series: dict[str, list[Dataset]] = {}
+
+    async def fill(self, dataset: Dataset, level: QueryLevel, asked: set[int]) -> None:
+        missing = {tag for tag in asked & attrs.DERIVABLE if tag not in dataset}
+        study_uid = str(dataset.get("StudyInstanceUID", ""))
+        if not missing or not study_uid:
+            return
+        if level is QueryLevel.STUDY:
+            await self._fill_study(dataset, study_uid, missing)
+        elif level is QueryLevel.SERIES and attrs.SERIES_RELATED_INSTANCES in missing:
+            series_uid = str(dataset.get("SeriesInstanceUID", ""))
+            if series_uid:
+                dataset.NumberOfSeriesRelatedInstances = await self._count_instances(
+                    study_uid, series_uid)
+
+    async def _fill_study(self, dataset: Dataset, study_uid: str, missing: set[int]) -> None:
+        series = await self._series_of(study_uid)
+        if attrs.MODALITIES_IN_STUDY in missing:
+            modalities = sorted({str(s.Modality) for s in series if s.get("Modality")})
+            dataset.ModalitiesInStudy = modalities
+        if attrs.STUDY_RELATED_SERIES in missing:
+            dataset.NumberOfStudyRelatedSeries = len(series)
+        if attrs.STUDY_RELATED_INSTANCES in missing:
+            total = 0
+            for item in series:
+                count = item.get("NumberOfSeriesRelatedInstances")
+                if count is None or count == "":
+                    count = await self._count_instances(study_uid, str(item.SeriesInstanceUID))
+                total += int(count)
+            dataset.NumberOfStudyRelatedInstances = total
+
+    async def _series_of(self, study_uid: str) -> list[Dataset]:
+        if study_uid not in self._series:
+            query = Dataset()
+            query.StudyInstanceUID = study_uid
+            query.SeriesInstanceUID = ""
+            query.Modality = ""
+            query.NumberOfSeriesRelatedInstances = None
+            self._series[study_uid] = [
+                ds async for ds in self._pacs.find(QueryLevel.SERIES, query)
+                if ds.get("SeriesInstanceUID")
+            ]
+        return self._series[study_uid]
+
+    async def _count_instances(self, study_uid: str, series_uid: str) -> int:
+        query = Dataset()
+        query.StudyInstanceUID = study_uid
+        query.SeriesInstanceUID = series_uid
+        query.SOPInstanceUID = ""
+        return len([ds async for ds in self._pacs.find(QueryLevel.IMAGE, query)])
+
+
+def _set(dataset: Dataset, tag: int, value: str | None) -> None:
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError:
+        vr = "UN"
+    if vr == "SQ":
+        dataset.add_new(tag, vr, [])
+    elif value is None or vr in ("US", "UL", "SS", "SL", "FL", "FD"):
+        dataset.add_new(tag, vr, None if value in (None, "") else value)
+    else:
+        dataset.add_new(tag, vr, value)
+
+
+def _restrict(identifier: Dataset, level: QueryLevel) -> Dataset:
+    """The part of ``identifier`` that belongs to ``level`` and the levels above it."""
+    keep: set[int] = set()
+    current: QueryLevel | None = level
+    while current is not None:
+        keep.update(attrs.level_attributes(current))
+        current = attrs.parent_level(current)
+    query = Dataset()
+    for element in identifier:
+        if element.tag in keep or element.tag == attrs.SPECIFIC_CHARACTER_SET:
+            query.add(element)
+    return query
+
+
+def _retrieve_url(dataset: Dataset, level: QueryLevel, base_url: str) -> dict[str, Any]:
+    study = str(dataset.get("StudyInstanceUID", ""))
+    if not study:
+        return {}
+    url = f"{base_url}/studies/{study}"
+    if level is not QueryLevel.STUDY:
+        series = str(dataset.get("SeriesInstanceUID", ""))
+        if not series:
+            return {}
+        url += f"/series/{series}"
+        if level is QueryLevel.IMAGE:
+            instance = str(dataset.get("SOPInstanceUID", ""))
+            if not instance:
+                return {}
+            url += f"/instances/{instance}"
+    return {f"{attrs.RETRIEVE_URL:08X}": {"vr": "UR", "Value": [url]}}

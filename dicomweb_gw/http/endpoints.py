@@ -1,0 +1,124 @@
+"""Thin endpoints: read the request, call a service, shape the response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from dicomweb_gw.dicomweb.dicomjson import dumps
+from dicomweb_gw.dicomweb.qido import QidoService
+from dicomweb_gw.dicomweb.query import parse_query
+from dicomweb_gw.dicomweb.uids import require_uid
+from dicomweb_gw.dicomweb.wado import Part, WadoService
+from dicomweb_gw.errors import GatewayError, NotFound
+from dicomweb_gw.http.baseurl import base_url
+from dicomweb_gw.http.multipart import MultipartWriter
+from dicomweb_gw.http.negotiation import negotiate_instances, negotiate_search
+from dicomweb_gw.model import QueryLevel, RetrieveKeys
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["DicomWebApi"]
+
+log = logging.getLogger(__name__)
+
+_STUDY = 0x0020000D
+_SERIES = 0x0020000E
+_PATH_UIDS = (("study", "StudyInstanceUID", _STUDY), ("series", "SeriesInstanceUID", _SERIES))
+
+
+class StreamAborted(Exception):
+    """Raised inside a started response: the connection is cut so the client
+    sees a truncated multipart body rather than a complete-looking short one."""
+
+
+class DicomWebApi:
+    """The DICOMweb endpoints for one PACS node, mounted under ``prefix``."""
+
+    def __init__(
+        self, pacs: PacsClient, *, prefix: str, qido: QidoService, wado: WadoService
+    ) -> None:
+        self.pacs = pacs
+        self.prefix = prefix
+        self._qido = qido
+        self._wado = wado
+
+    # -- QIDO-RS ------------------------------------------------------------
+    async def search_studies(self, request: Request) -> Response:
+        return await self._search(request, QueryLevel.STUDY)
+
+    async def search_series(self, request: Request) -> Response:
+        return await self._search(request, QueryLevel.SERIES)
+
+    async def search_instances(self, request: Request) -> Response:
+        return await self._search(request, QueryLevel.IMAGE)
+
+    async def _search(self, request: Request, level: QueryLevel) -> Response:
+        negotiate_search(_accept(request))
+        pinned = {}
+        for param, keyword, tag in _PATH_UIDS:
+            if param in request.path_params:
+                pinned[tag] = require_uid(request.path_params[param], keyword)
+        query = parse_query(level, request.query_params.multi_items(), pinned)
+        result = await self._qido.search(self.pacs, query,
+                                         base_url=base_url(request, self.prefix))
+        headers = {}
+        if result.warnings:
+            headers["Warning"] = ", ".join(f'299 - "{text}"' for text in result.warnings)
+        return Response(dumps(result.items), media_type="application/dicom+json",
+                        headers=headers)
+
+    # -- WADO-RS ------------------------------------------------------------
+    async def retrieve(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        selection = negotiate_instances(_accept(request))
+        parts = self._wado.retrieve(self.pacs, keys, selection)
+        # Wait for the first instance before answering: until then a PACS error
+        # or an empty result can still become a proper status code.
+        try:
+            first = await anext(parts)
+        except StopAsyncIteration:
+            raise NotFound(f"{keys.describe()} not found on PACS '{self.pacs.name}'") from None
+        except BaseException:
+            await parts.aclose()
+            raise
+        writer = MultipartWriter("application/dicom")
+        return StreamingResponse(_stream(writer, first, parts, keys),
+                                 media_type=None,
+                                 headers={"Content-Type": writer.content_type})
+
+
+async def _stream(
+    writer: MultipartWriter, first: Part, rest: AsyncGenerator[Part, None], keys: RetrieveKeys
+) -> AsyncIterator[bytes]:
+    async with aclosing(rest):
+        for chunk in writer.part(first.content_type, first.chunks):
+            yield chunk
+        try:
+            async for part in rest:
+                for chunk in writer.part(part.content_type, part.chunks):
+                    yield chunk
+        except GatewayError as exc:
+            log.warning("retrieve of %s broke off mid-stream: %s", keys.describe(), exc.message)
+            raise StreamAborted(exc.message) from None
+    yield writer.close()
+
+
+def _accept(request: Request) -> str | None:
+    """The ``accept`` query parameter overrides the header (PS3.18 8.3.3.1)."""
+    return request.query_params.get("accept") or request.headers.get("accept")
+
+
+def _retrieve_keys(request: Request) -> RetrieveKeys:
+    params = request.path_params
+    study = require_uid(params["study"], "StudyInstanceUID")
+    series = params.get("series")
+    instance = params.get("instance")
+    return RetrieveKeys(
+        study_uid=study,
+        series_uid=require_uid(series, "SeriesInstanceUID") if series is not None else None,
+        instance_uid=require_uid(instance, "SOPInstanceUID") if instance is not None else None,
+    )

@@ -1,0 +1,120 @@
+"""Accept header parsing (RFC 9110 12.5.1) and the choices PS3.18 8.7 allows.
+
+Quoted and unquoted parameter values are equivalent, and ``transfer-syntax``
+may sit either on the multipart range or inside its quoted ``type``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pydicom import uid
+
+from dicomweb_gw.dicomweb.wado import InstanceSelection
+from dicomweb_gw.errors import BadRequest, NotAcceptable
+
+__all__ = ["MediaRange", "negotiate_instances", "negotiate_search", "parse_accept"]
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
+_TYPE = re.compile(rf"\s*({_TOKEN})/({_TOKEN})")
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    type: str
+    subtype: str
+    params: dict[str, str] = field(default_factory=dict)
+    q: float = 1.0
+
+    @property
+    def essence(self) -> str:
+        return f"{self.type}/{self.subtype}"
+
+
+def parse_accept(header: str) -> list[MediaRange]:
+    """Media ranges in order of preference (q descending, then as written)."""
+    ranges: list[MediaRange] = []
+    position = 0
+    while position < len(header):
+        while position < len(header) and header[position] in " ,\t":
+            position += 1
+        if position >= len(header):
+            break
+        type_match = _TYPE.match(header, position)
+        if type_match is None:
+            raise BadRequest(f"malformed Accept header near '{header[position:position + 30]}'")
+        position = type_match.end()
+        params: dict[str, str] = {}
+        while (param := _PARAM.match(header, position)) is not None:
+            name, value = param.group(1).lower(), param.group(2)
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            params[name] = value
+            position = param.end()
+        rest = re.match(r"\s*(,|$)", header[position:])
+        if rest is None:
+            raise BadRequest(f"malformed Accept header near '{header[position:position + 30]}'")
+        position += rest.end()
+        q = _quality(params.pop("q", "1"))
+        ranges.append(MediaRange(type_match.group(1).lower(), type_match.group(2).lower(),
+                                 params, q))
+    ranges = [r for r in ranges if r.q > 0]
+    return sorted(ranges, key=lambda r: -r.q)  # sorted() is stable: ties keep header order
+
+
+def _quality(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"malformed q value '{text}' in Accept header") from None
+    if not 0 <= value <= 1:
+        raise BadRequest(f"q value '{text}' in Accept header is outside 0..1")
+    return value
+
+
+_INSTANCE_OFFER = (
+    'multipart/related; type="application/dicom" with transfer-syntax='
+    f"{uid.ExplicitVRLittleEndian} (the default) or transfer-syntax=* (as stored)"
+)
+
+
+def negotiate_instances(accept: str | None) -> InstanceSelection:
+    """Choose how to send instances, or 406 listing what we can produce."""
+    if not accept or not accept.strip():
+        return InstanceSelection()
+    for media in parse_accept(accept):
+        selection = _instances_choice(media)
+        if selection is not None:
+            return selection
+    raise NotAcceptable(f"cannot produce any media type in Accept '{accept}'; "
+                        f"available: {_INSTANCE_OFFER}")
+
+
+def _instances_choice(media: MediaRange) -> InstanceSelection | None:
+    if media.essence in ("*/*", "multipart/*"):
+        return InstanceSelection()
+    if media.essence != "multipart/related":
+        return None
+    inner = parse_accept(media.params.get("type", "application/dicom"))
+    if len(inner) != 1 or inner[0].essence != "application/dicom":
+        return None
+    syntax = media.params.get("transfer-syntax") or inner[0].params.get("transfer-syntax")
+    if syntax is None or syntax == uid.ExplicitVRLittleEndian:
+        return InstanceSelection()
+    if syntax == "*":
+        return InstanceSelection(transfer_syntax=None)
+    return None  # transcoding to other syntaxes is not offered (yet): try the next range
+
+
+def negotiate_search(accept: str | None) -> None:
+    """QIDO-RS answers in DICOM JSON; 406 if the client accepts nothing like it."""
+    if not accept or not accept.strip():
+        return
+    for media in parse_accept(accept):
+        if media.essence in ("application/dicom+json", "application/json", "*/*",
+                             "application/*"):
+            return
+    raise NotAcceptable(f"cannot produce any media type in Accept '{accept}'; "
+                        "available: application/dicom+json")

@@ -1,0 +1,30 @@
+"""The URL space: ``/dicom-web`` for the default PACS, ``/pacs/{name}/dicom-web`` for each."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+
+from dicomweb_gw.http.endpoints import DicomWebApi
+
+__all__ = ["dicomweb_routes", "mount_point"]
+
+
+def mount_point(node_name: str | None) -> str:
+    return "/dicom-web" if node_name is None else f"/pacs/{node_name}/dicom-web"
+
+
+def dicomweb_routes(api: DicomWebApi) -> Mount:
+    routes: list[BaseRoute] = [
+        Route("/studies", api.search_studies, methods=["GET"]),
+        Route("/series", api.search_series, methods=["GET"]),
+        Route("/instances", api.search_instances, methods=["GET"]),
+        Route("/studies/{study}", api.retrieve, methods=["GET"]),
+        Route("/studies/{study}/series", api.search_series, methods=["GET"]),
+        Route("/studies/{study}/instances", api.search_instances, methods=["GET"]),
+        Route("/studies/{study}/series/{series}", api.retrieve, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances", api.search_instances,
+              methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{instance}", api.retrieve,
+              methods=["GET"]),
+    ]
+    return Mount(api.prefix, routes=routes)

@@ -1,0 +1,1 @@
+"""Talking to the PACS: the ``PacsClient`` seam and its DIMSE implementation."""

@@ -1,0 +1,423 @@
+"""``PacsClient`` over DIMSE with pynetdicom.
+
+pynetdicom is blocking and thread-based, so every operation runs in its own
+worker thread and hands results to the event loop through a bounded
+``Channel``. A per-PACS semaphore bounds the associations we hold at once
+(many PACS allow only a few); the slot is released by the worker when the
+DIMSE operation has really ended, not when the HTTP side gave up on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+
+from dicomweb_gw.errors import PacsError, PacsFailure, PacsTimeout, PacsUnavailable
+from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
+from dicomweb_gw.pacs import contexts
+from dicomweb_gw.pacs.bridge import Cancelled, Channel
+from dicomweb_gw.pacs.sink import InstanceSink
+from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
+from dicomweb_gw.pacs.status import CANCELLED, PENDING, SUCCESS, failure_for_status
+from dicomweb_gw.pacs.storescp import MoveReceiver
+from dicomweb_gw.settings import PacsNode
+
+__all__ = ["DimsePacsClient"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Our receive PDU size. Large PDUs cut per-PDU overhead on the receive path,
+#: which is where pynetdicom spends its time on a retrieve.
+MAX_PDU = 4 * 1024 * 1024
+#: Idle pooled associations older than this are closed rather than reused:
+#: PACS drop idle associations after a while, and a dead one costs a retry.
+IDLE_SECONDS = 20.0
+#: After a C-CANCEL, how long the PACS gets to wind down before we abort.
+CANCEL_GRACE_SECONDS = 5.0
+_FIND_QUEUE = 64
+_RETRIEVE_QUEUE = 4
+
+
+class DimsePacsClient:
+    def __init__(
+        self, node: PacsNode, *, ae_title: str, receiver: MoveReceiver | None = None
+    ) -> None:
+        self._node = node
+        self._ae_title = ae_title
+        self._receiver = receiver
+        self._timeout = node.timeout
+        self._ae = AE(ae_title=ae_title)
+        self._ae.acse_timeout = node.timeout
+        self._ae.dimse_timeout = node.timeout
+        self._ae.network_timeout = node.timeout
+        self._ae.connection_timeout = min(node.timeout, 10.0)
+        self._slots: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+        self._idle: list[tuple[float, Association]] = []
+        self._open = 0
+        self._message_ids = itertools.count(1)
+
+    @property
+    def name(self) -> str:
+        return self._node.name
+
+    @property
+    def node(self) -> PacsNode:
+        return self._node
+
+    # -- PacsClient ----------------------------------------------------------
+    async def echo(self) -> None:
+        async for _ in self._stream(self._echo_worker, 1):
+            pass
+
+    def find(self, level: QueryLevel, identifier: Dataset) -> AsyncGenerator[Dataset, None]:
+        def worker(channel: Channel[Dataset]) -> None:
+            self._find_worker(level, identifier, channel)
+
+        return self._stream(worker, _FIND_QUEUE)
+
+    def retrieve(
+        self, keys: RetrieveKeys, *, sop_class_uids: Sequence[str] = ()
+    ) -> AsyncGenerator[RetrievedInstance, None]:
+        def worker(channel: Channel[RetrievedInstance]) -> None:
+            if self._node.retrieve == "c-get":
+                self._get_worker(keys, sop_class_uids, channel)
+            else:
+                self._move_worker(keys, channel)
+
+        return self._stream(worker, _RETRIEVE_QUEUE)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, assoc in idle:
+            await asyncio.to_thread(self._close, assoc)
+
+    # -- thread plumbing ----------------------------------------------------
+    async def _stream(
+        self, worker: Callable[[Channel[T]], None], maxsize: int
+    ) -> AsyncGenerator[T, None]:
+        loop = asyncio.get_running_loop()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._node.max_associations)
+        slots = self._slots
+        await slots.acquire()
+        channel: Channel[T] = Channel(loop, maxsize)
+
+        def run() -> None:
+            try:
+                worker(channel)
+                channel.finish()
+            except Cancelled:
+                pass
+            except PacsError as exc:
+                channel.finish(exc)
+            except Exception as exc:  # a pynetdicom bug must not hang the request
+                log.exception("DIMSE worker for PACS '%s' failed", self._node.name)
+                channel.finish(PacsFailure(self._node.name, f"internal DIMSE error: {exc}"))
+            finally:
+                with suppress(RuntimeError):  # the loop is already closed at shutdown
+                    loop.call_soon_threadsafe(slots.release)
+
+        threading.Thread(target=run, name=f"dimse-{self._node.name}", daemon=True).start()
+        try:
+            async for item in channel:
+                yield item
+        finally:
+            channel.cancel()
+
+    # -- associations -------------------------------------------------------
+    def _associate(
+        self,
+        requested: list[Any],
+        *,
+        ext_neg: list[Any] | None = None,
+        handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    ) -> Association:
+        self._make_room()
+        started = time.monotonic()
+        assoc = self._ae.associate(
+            self._node.host,
+            self._node.port,
+            contexts=requested,
+            ae_title=self._node.ae_title,
+            max_pdu=MAX_PDU,
+            ext_neg=ext_neg,
+            evt_handlers=[NODELAY_HANDLER, *handlers],
+        )
+        if assoc.is_established:
+            with self._lock:
+                self._open += 1
+            return assoc
+        where = f"{self._node.host}:{self._node.port}"
+        if assoc.is_rejected:
+            raise PacsUnavailable(
+                self._node.name,
+                f"rejected the association (called AE '{self._node.ae_title}', calling AE "
+                f"'{self._ae_title}'): check both AE titles are configured on the PACS",
+            )
+        if time.monotonic() - started >= min(self._timeout, 10.0) - 0.5:
+            raise PacsTimeout(self._node.name, f"no answer from {where} within the timeout")
+        raise PacsUnavailable(self._node.name, f"cannot connect to {where}")
+
+    def _close(self, assoc: Association) -> None:
+        with self._lock:
+            self._open -= 1
+        if assoc.is_established:
+            assoc.release()
+
+    def _make_room(self) -> None:
+        """Close idle pooled associations so we stay within the PACS's limit."""
+        with self._lock:
+            surplus = max(0, self._open + 1 - self._node.max_associations)
+            victims = [assoc for _, assoc in self._idle[:surplus]]
+            self._idle = self._idle[surplus:]
+        for assoc in victims:
+            self._close(assoc)
+
+    @contextmanager
+    def _pooled(self) -> Iterator[tuple[Association, bool]]:
+        """A C-FIND/C-ECHO association, reused across requests.
+
+        Yields ``(assoc, reused)``. The association goes back to the pool only
+        if the operation left it established and idle.
+        """
+        assoc, reused = self._checkout()
+        ok = False
+        try:
+            yield assoc, reused
+            ok = True
+        finally:
+            if ok and assoc.is_established:
+                with self._lock:
+                    self._idle.append((time.monotonic(), assoc))
+            else:
+                if assoc.is_established:
+                    assoc.abort()
+                with self._lock:
+                    self._open -= 1
+
+    def _checkout(self) -> tuple[Association, bool]:
+        now = time.monotonic()
+        stale: list[Association] = []
+        found: Association | None = None
+        with self._lock:
+            while self._idle:
+                since, assoc = self._idle.pop()
+                if assoc.is_established and now - since < IDLE_SECONDS:
+                    found = assoc
+                    break
+                stale.append(assoc)
+        for assoc in stale:
+            self._close(assoc)
+        if found is not None:
+            return found, True
+        return self._associate(contexts.find_contexts()), False
+
+    def _next_message_id(self) -> int:
+        return next(self._message_ids) % 65535 + 1
+
+    # -- operations (worker threads) -----------------------------------------
+    def _echo_worker(self, channel: Channel[None]) -> None:
+        for attempt in range(2):
+            with self._pooled() as (assoc, reused):
+                status = assoc.send_c_echo(msg_id=self._next_message_id())
+                if "Status" in status and status.Status == SUCCESS:
+                    return
+                if reused and attempt == 0:
+                    continue
+                raise self._broken(assoc, "C-ECHO", time.monotonic())
+
+    def _find_worker(
+        self, level: QueryLevel, identifier: Dataset, channel: Channel[Dataset]
+    ) -> None:
+        query = Dataset()
+        query.update(identifier)
+        query.QueryRetrieveLevel = level.value
+        for attempt in range(2):
+            with self._pooled() as (assoc, reused):
+                delivered = self._run_find(assoc, query, channel)
+                if delivered is not None:
+                    return
+                # A reused association that died while idle: retry once on a fresh one.
+                if not (reused and attempt == 0):
+                    raise self._broken(assoc, "C-FIND", time.monotonic())
+
+    def _run_find(
+        self, assoc: Association, query: Dataset, channel: Channel[Dataset]
+    ) -> int | None:
+        """Run one C-FIND; the number of matches, or None if no response came at all."""
+        msg_id = self._next_message_id()
+        delivered = 0
+        cancel_sent = False
+        last = time.monotonic()
+        for status, identifier in assoc.send_c_find(query, contexts.FIND_MODEL, msg_id=msg_id):
+            if "Status" not in status:
+                if delivered == 0 and not cancel_sent:
+                    return None
+                raise self._broken(assoc, "C-FIND", last)
+            last = time.monotonic()
+            code = int(status.Status)
+            if code in PENDING:
+                if identifier is None or cancel_sent:
+                    continue
+                try:
+                    channel.put(identifier)
+                    delivered += 1
+                except Cancelled:
+                    # The client has enough (limit reached) or went away.
+                    assoc.send_c_cancel(msg_id, query_model=contexts.FIND_MODEL)
+                    cancel_sent = True
+            elif code in (SUCCESS, CANCELLED):
+                return delivered
+            else:
+                raise self._failure("C-FIND", code)
+        return delivered
+
+    def _get_worker(
+        self, keys: RetrieveKeys, sop_class_uids: Sequence[str], channel: Channel[RetrievedInstance]
+    ) -> None:
+        classes = list(sop_class_uids) or self._discover_sop_classes(keys)
+        requested, roles = contexts.get_contexts(classes)
+        sink = InstanceSink(channel)
+        assoc = self._associate(requested, ext_neg=roles,
+                                handlers=[(evt.EVT_C_STORE, sink.on_store)])
+        try:
+            msg_id = self._next_message_id()
+            responses = assoc.send_c_get(_retrieve_identifier(keys), contexts.GET_MODEL,
+                                         msg_id=msg_id)
+            self._follow_retrieve(assoc, "C-GET", contexts.GET_MODEL, msg_id, responses, sink)
+        finally:
+            self._close(assoc)
+
+    def _move_worker(self, keys: RetrieveKeys, channel: Channel[RetrievedInstance]) -> None:
+        if self._receiver is None:
+            raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
+        sink = InstanceSink(channel)
+        with self._receiver.expect(keys, sink) as msg_id:
+            assoc = self._associate(contexts.move_contexts())
+            try:
+                responses = assoc.send_c_move(_retrieve_identifier(keys), self._ae_title,
+                                              contexts.MOVE_MODEL, msg_id=msg_id)
+                self._follow_retrieve(assoc, "C-MOVE", contexts.MOVE_MODEL, msg_id,
+                                      responses, sink)
+            finally:
+                self._close(assoc)
+
+    def _follow_retrieve(
+        self,
+        assoc: Association,
+        operation: str,
+        model: str,
+        msg_id: int,
+        responses: Iterator[tuple[Dataset, Dataset | None]],
+        sink: InstanceSink,
+    ) -> None:
+        cancel_timer: threading.Timer | None = None
+        try:
+            for status, _ in responses:
+                if "Status" not in status:
+                    if cancel_timer is not None:
+                        return  # we aborted it ourselves after the grace period
+                    raise self._broken(assoc, operation, sink.last_activity,
+                                       received=sink.received)
+                sink.last_activity = time.monotonic()
+                if sink.channel.cancelled and cancel_timer is None:
+                    cancel_timer = self._cancel(assoc, msg_id, model)
+                code = int(status.Status)
+                if code in PENDING:
+                    continue
+                if code == SUCCESS or (code == CANCELLED and cancel_timer is not None):
+                    return
+                if sink.channel.cancelled:
+                    return  # the client left; whatever the PACS says no one reads it
+                raise self._failure(operation, code, received=sink.received,
+                                    failed=status.get("NumberOfFailedSuboperations"))
+        finally:
+            if cancel_timer is not None:
+                cancel_timer.cancel()
+
+    def _cancel(self, assoc: Association, msg_id: int, model: str) -> threading.Timer:
+        """C-CANCEL, then abort if the PACS has not wound down within the grace period."""
+        log.info("client went away: cancelling retrieve on PACS '%s'", self._node.name)
+        with suppress(RuntimeError):
+            assoc.send_c_cancel(msg_id, query_model=model)
+        timer = threading.Timer(CANCEL_GRACE_SECONDS, assoc.abort)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _discover_sop_classes(self, keys: RetrieveKeys) -> list[str]:
+        """Ask the PACS which SOP classes a C-GET will return, to propose just those.
+
+        Not every PACS answers an IMAGE-level query (dcmqrscp needs the series
+        UID, and omits SOP Class UID): the common classes are the fallback.
+        """
+        query = _retrieve_identifier(keys)
+        query.QueryRetrieveLevel = QueryLevel.IMAGE.value
+        query.SOPClassUID = ""
+        query.SOPInstanceUID = keys.instance_uid or ""
+        found: set[str] = set()
+        try:
+            with self._pooled() as (assoc, _):
+                for status, identifier in assoc.send_c_find(
+                    query, contexts.FIND_MODEL, msg_id=self._next_message_id()
+                ):
+                    if "Status" not in status:
+                        raise PacsFailure(self._node.name, "no C-FIND response")
+                    if int(status.Status) in PENDING and identifier is not None:
+                        value = identifier.get("SOPClassUID")
+                        if value:
+                            found.add(str(value))
+        except PacsError as exc:
+            log.debug("SOP class discovery failed on '%s': %s", self._node.name, exc)
+        return sorted(found)
+
+    # -- errors ---------------------------------------------------------------
+    def _failure(
+        self, operation: str, code: int, *, received: int = 0, failed: Any = None
+    ) -> PacsError:
+        error = failure_for_status(
+            self._node.name, operation, code, our_ae_title=self._ae_title,
+            store_address=self._receiver.address if self._receiver else "(no storage SCP)",
+        )
+        if received or failed:
+            error.message += f" after {received} instance(s)"
+            if failed:
+                error.message += f", {failed} failed"
+            error.args = (error.message,)
+        return error
+
+    def _broken(
+        self, assoc: Association, operation: str, last_activity: float, *, received: int = 0
+    ) -> PacsError:
+        """No response: either our DIMSE timeout fired or the PACS aborted."""
+        after = f" after {received} instance(s)" if received else ""
+        if time.monotonic() - last_activity >= self._timeout * 0.9:
+            return PacsTimeout(
+                self._node.name,
+                f"{operation} got no response within {self._timeout:g} s{after}",
+            )
+        return PacsFailure(self._node.name, f"aborted the association during {operation}{after}")
+
+
+def _retrieve_identifier(keys: RetrieveKeys) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = keys.level.value
+    identifier.StudyInstanceUID = keys.study_uid
+    if keys.series_uid is not None:
+        identifier.SeriesInstanceUID = keys.series_uid
+    if keys.instance_uid is not None:
+        identifier.SOPInstanceUID = keys.instance_uid
+    return identifier

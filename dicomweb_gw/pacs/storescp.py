@@ -1,0 +1,110 @@
+"""The gateway's storage SCP: where C-MOVE sub-operations land.
+
+Every C-MOVE we send gets a Message ID from here and the incoming C-STOREs
+are routed back to the waiting request by their Move Originator Message ID.
+Some PACS leave that out; then the instance goes to every in-flight move
+whose study/series/instance keys it matches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.pacs.contexts import VERIFICATION
+from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
+from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
+
+__all__ = ["MoveReceiver"]
+
+log = logging.getLogger(__name__)
+_MAX_PDU = 4 * 1024 * 1024
+
+
+class MoveReceiver:
+    def __init__(self, ae_title: str, *, host: str = "0.0.0.0", port: int = 11113) -> None:
+        self.ae_title = ae_title
+        self._host = host
+        self._port = port
+        self._server: ThreadedAssociationServer | None = None
+        self._lock = threading.Lock()
+        self._expected: dict[int, tuple[RetrieveKeys, InstanceSink]] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def port(self) -> int:
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """Where the PACS must send to, for error messages."""
+        host = "<gateway host>" if self._host in ("0.0.0.0", "::") else self._host
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = _MAX_PDU
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
+        self._server = ae.start_server(
+            (self._host, self._port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), NODELAY_HANDLER],
+        )
+        log.info("storage SCP for C-MOVE listening on %s as %s", self.address, self.ae_title)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    @contextmanager
+    def expect(self, keys: RetrieveKeys, sink: InstanceSink) -> Iterator[int]:
+        """Register an in-flight C-MOVE; yields the Message ID to send it with."""
+        with self._lock:
+            msg_id = next(self._ids) % 65535 + 1
+            while msg_id in self._expected:
+                msg_id = next(self._ids) % 65535 + 1
+            self._expected[msg_id] = (keys, sink)
+        try:
+            yield msg_id
+        finally:
+            with self._lock:
+                self._expected.pop(msg_id, None)
+
+    def _on_store(self, event: Any) -> int:
+        instance = instance_from_store_event(event)
+        msg_id = event.request.MoveOriginatorMessageID
+        with self._lock:
+            expected = self._expected.get(msg_id) if msg_id is not None else None
+            in_flight = list(self._expected.values())
+        if expected is not None:
+            return expected[1].deliver(instance)
+        sinks = [sink for keys, sink in in_flight if _matches(keys, event.dataset)]
+        if not sinks:
+            log.warning("refused unsolicited instance %s (no matching C-MOVE in flight)",
+                        instance.sop_instance_uid)
+            return STORE_REFUSED
+        statuses = [sink.deliver(instance) for sink in sinks]
+        return min(statuses)
+
+
+def _matches(keys: RetrieveKeys, dataset: Any) -> bool:
+    """Does an instance belong to the study/series/instance a move asked for?"""
+    if str(dataset.get("StudyInstanceUID", "")) != keys.study_uid:
+        return False
+    if keys.series_uid is not None and str(dataset.get("SeriesInstanceUID", "")) != keys.series_uid:
+        return False
+    return keys.instance_uid is None or str(dataset.get("SOPInstanceUID", "")) == keys.instance_uid

@@ -1,0 +1,280 @@
+"""Typed settings: an optional TOML file, then environment variables on top.
+
+Every setting is validated here so that a bad value stops the gateway at start
+with one line naming the setting, instead of failing on the first request.
+
+The TOML file looks like::
+
+    ae_title = "DICOMWEB_GW"
+    store_port = 11113
+    default_pacs = "main"
+
+    [pacs.main]
+    host = "pacs.example.org"
+    port = 104
+    ae_title = "MAINPACS"
+    retrieve = "c-move"
+
+    [pacs.research]
+    host = "10.0.0.7"
+    port = 11112
+    ae_title = "RESEARCH"
+    retrieve = "c-get"
+
+The ``DICOMWEB_GW_PACS_*`` and ``DICOMWEB_GW_RETRIEVE`` variables override the
+default PACS node; with no file they define it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["PacsNode", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "DICOMWEB_GW_"
+RetrieveMethod = Literal["c-get", "c-move"]
+_RETRIEVE_METHODS: tuple[RetrieveMethod, ...] = ("c-get", "c-move")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class PacsNode:
+    """One PACS the gateway fronts."""
+
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    retrieve: RetrieveMethod = "c-move"
+    #: Associations the gateway opens to this PACS at once (many PACS allow 2 to 4).
+    max_associations: int = 4
+    #: Seconds to wait for a connection, an association or a DIMSE response.
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    nodes: tuple[PacsNode, ...]
+    default_pacs: str
+    #: Our own AE title: the calling AE and the C-MOVE destination.
+    ae_title: str = "DICOMWEB_GW"
+    #: Port of the storage SCP that receives C-MOVE sub-operations.
+    store_port: int = 11113
+    store_host: str = "0.0.0.0"
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dicomweb-gw")
+    cache_max_bytes: int = 10 * 1000**3
+    #: Upper bound on QIDO results per request (the client's limit is capped to it).
+    qido_max_results: int = 1000
+
+    def node(self, name: str | None = None) -> PacsNode:
+        wanted = self.default_pacs if name is None else name
+        for node in self.nodes:
+            if node.name == wanted:
+                return node
+        raise KeyError(wanted)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | str | None = None
+) -> Settings:
+    """Build settings from ``config_file`` (or ``DICOMWEB_GW_CONFIG``) and the environment."""
+    env = os.environ if environ is None else environ
+    path = config_file if config_file is not None else env.get(ENV_PREFIX + "CONFIG")
+    data = _read_toml(Path(path)) if path else {}
+    return _apply_env(_from_toml(data), env)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _from_toml(data: Mapping[str, Any]) -> Settings:
+    known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
+             "qido_max_results", "default_pacs", "pacs"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
+    pacs_tables = data.get("pacs", {})
+    if not isinstance(pacs_tables, Mapping):
+        raise SettingsError("config file: [pacs.NAME] tables expected")
+    nodes = tuple(_node_from_toml(name, table) for name, table in pacs_tables.items())
+    default = data.get("default_pacs", nodes[0].name if nodes else "default")
+    settings = Settings(nodes=nodes, default_pacs=str(default))
+    if "ae_title" in data:
+        settings = replace(settings, ae_title=_ae_title("ae_title", data["ae_title"]))
+    if "store_host" in data:
+        settings = replace(settings, store_host=_host("store_host", data["store_host"]))
+    if "store_port" in data:
+        settings = replace(settings, store_port=_port("store_port", data["store_port"]))
+    if "cache_dir" in data:
+        settings = replace(settings, cache_dir=Path(str(data["cache_dir"])).expanduser())
+    if "cache_max_bytes" in data:
+        settings = replace(settings,
+                           cache_max_bytes=_size("cache_max_bytes", data["cache_max_bytes"]))
+    if "qido_max_results" in data:
+        settings = replace(settings, qido_max_results=_positive_int(
+            "qido_max_results", data["qido_max_results"]))
+    return settings
+
+
+def _node_from_toml(name: str, table: Any) -> PacsNode:
+    where = f"[pacs.{name}]"
+    if not _NODE_NAME.match(name):
+        raise SettingsError(f"{where}: node names use letters, digits, '-' and '_' only")
+    if not isinstance(table, Mapping):
+        raise SettingsError(f"{where}: must be a table")
+    allowed = {"host", "port", "ae_title", "retrieve", "max_associations", "timeout"}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SettingsError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for required in ("host", "port", "ae_title"):
+        if required not in table:
+            raise SettingsError(f"{where}: '{required}' is required")
+    return PacsNode(
+        name=name,
+        host=_host(f"{where} host", table["host"]),
+        port=_port(f"{where} port", table["port"]),
+        ae_title=_ae_title(f"{where} ae_title", table["ae_title"]),
+        retrieve=_retrieve(f"{where} retrieve", table.get("retrieve", "c-move")),
+        max_associations=_positive_int(f"{where} max_associations",
+                                       table.get("max_associations", 4)),
+        timeout=_positive_float(f"{where} timeout", table.get("timeout", 30.0)),
+    )
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    def var(name: str) -> str | None:
+        value = env.get(ENV_PREFIX + name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    if (value := var("AE_TITLE")) is not None:
+        settings = replace(settings, ae_title=_ae_title(ENV_PREFIX + "AE_TITLE", value))
+    if (value := var("STORE_PORT")) is not None:
+        settings = replace(settings, store_port=_port(ENV_PREFIX + "STORE_PORT", value))
+    if (value := var("CACHE_DIR")) is not None:
+        settings = replace(settings, cache_dir=Path(value).expanduser())
+    if (value := var("CACHE_MAX_BYTES")) is not None:
+        settings = replace(settings, cache_max_bytes=_size(ENV_PREFIX + "CACHE_MAX_BYTES", value))
+    if (value := var("QIDO_MAX_RESULTS")) is not None:
+        settings = replace(settings, qido_max_results=_positive_int(
+            ENV_PREFIX + "QIDO_MAX_RESULTS", value))
+
+    overrides: dict[str, Any] = {}
+    if (value := var("PACS_HOST")) is not None:
+        overrides["host"] = _host(ENV_PREFIX + "PACS_HOST", value)
+    if (value := var("PACS_PORT")) is not None:
+        overrides["port"] = _port(ENV_PREFIX + "PACS_PORT", value)
+    if (value := var("PACS_AE_TITLE")) is not None:
+        overrides["ae_title"] = _ae_title(ENV_PREFIX + "PACS_AE_TITLE", value)
+    if (value := var("RETRIEVE")) is not None:
+        overrides["retrieve"] = _retrieve(ENV_PREFIX + "RETRIEVE", value)
+
+    nodes = list(settings.nodes)
+    existing = [i for i, node in enumerate(nodes) if node.name == settings.default_pacs]
+    if existing:
+        nodes[existing[0]] = replace(nodes[existing[0]], **overrides)
+    else:
+        # No config file node: the environment alone describes the default PACS,
+        # with the conventional local defaults for what it leaves out.
+        base = PacsNode(name=settings.default_pacs, host="127.0.0.1", port=11112,
+                        ae_title="ANY-SCP")
+        nodes.insert(0, replace(base, **overrides))
+    settings = replace(settings, nodes=tuple(nodes))
+    if settings.store_port in {n.port for n in settings.nodes if n.host in _LOOPBACK}:
+        raise SettingsError(
+            f"{ENV_PREFIX}STORE_PORT={settings.store_port} is the port of a local PACS; "
+            "the gateway's storage SCP needs a port of its own")
+    return settings
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _host(name: str, value: object) -> str:
+    text = str(value).strip()
+    if not text or any(ch.isspace() for ch in text):
+        raise SettingsError(f"{name}={value!r}: must be a host name or IP address")
+    return text
+
+
+def _port(name: str, value: object) -> int:
+    port = _int(name, value)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"{name}={value!r}: must be a TCP port between 1 and 65535")
+    return port
+
+
+def _positive_int(name: str, value: object) -> int:
+    number = _int(name, value)
+    if number < 1:
+        raise SettingsError(f"{name}={value!r}: must be a whole number of at least 1")
+    return number
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(f"{name}={value!r}: must be a whole number")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: must be a whole number") from None
+
+
+def _positive_float(name: str, value: object) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: must be a number of seconds") from None
+    if not number > 0:
+        raise SettingsError(f"{name}={value!r}: must be greater than 0")
+    return number
+
+
+def _ae_title(name: str, value: object) -> str:
+    text = str(value).strip()
+    # PS3.5 AE VR: at most 16 characters of the default repertoire, no backslash
+    # or control characters, and not all spaces.
+    if not text or len(text) > 16 or "\\" in text or not text.isascii() or not text.isprintable():
+        raise SettingsError(
+            f"{name}={value!r}: an AE title is 1 to 16 printable ASCII characters, no backslash")
+    return text
+
+
+def _retrieve(name: str, value: object) -> RetrieveMethod:
+    text = str(value).strip().lower()
+    for method in _RETRIEVE_METHODS:
+        if text == method:
+            return method
+    raise SettingsError(f"{name}={value!r}: must be 'c-get' or 'c-move'")
+
+
+def _size(name: str, value: object) -> int:
+    """Parse a byte count: ``1073741824``, ``500MB``, ``10GiB``, ``2G``."""
+    match = _SIZE.match(str(value))
+    if not match:
+        raise SettingsError(f"{name}={value!r}: must be a size such as 10GB, 500MiB or 1048576")
+    number, unit = float(match.group(1)), (match.group(2) or "").upper()
+    base = 1024 if "I" in unit else 1
+    factor = _SIZE_UNITS[unit[:1]] if base == 1 else 1024 ** "BKMGT".index(unit[:1])
+    size = int(number * factor)
+    if size < 1:
+        raise SettingsError(f"{name}={value!r}: must be at least 1 byte")
+    return size
