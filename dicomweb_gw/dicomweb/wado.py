@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import anyio
 from pydicom import uid
+from pydicom.dataset import Dataset
 
 from dicomweb_gw.codecs.part10 import part10_chunks, to_explicit_little_endian
-from dicomweb_gw.errors import GatewayError
+from dicomweb_gw.errors import GatewayError, NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -30,6 +31,22 @@ class Part:
     chunks: tuple[bytes, ...]
 
 
+async def _exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
+    query = Dataset()
+    query.StudyInstanceUID = keys.study_uid
+    if keys.series_uid is not None:
+        query.SeriesInstanceUID = keys.series_uid
+    if keys.instance_uid is not None:
+        query.SOPInstanceUID = keys.instance_uid
+    try:
+        async with aclosing(pacs.find(keys.level, query)) as found:
+            async for _ in found:
+                return True
+    except PacsError:
+        return True  # cannot tell: report the original failure
+    return False
+
+
 class ConversionFailed(GatewayError):
     status_code = 406
 
@@ -42,15 +59,24 @@ class WadoService:
     async def retrieve(
         self, pacs: PacsClient, keys: RetrieveKeys, selection: InstanceSelection
     ) -> AsyncGenerator[Part, None]:
-        async with aclosing(pacs.retrieve(keys)) as instances:
-            async for instance in instances:
-                converted = await self._convert(instance, selection)
-                yield Part(
-                    content_type=(
-                        f"application/dicom; transfer-syntax={converted.transfer_syntax_uid}"
-                    ),
-                    chunks=part10_chunks(converted),
-                )
+        delivered = False
+        try:
+            async with aclosing(pacs.retrieve(keys)) as instances:
+                async for instance in instances:
+                    converted = await self._convert(instance, selection)
+                    delivered = True
+                    yield Part(
+                        content_type=(
+                            f"application/dicom; transfer-syntax={converted.transfer_syntax_uid}"
+                        ),
+                        chunks=part10_chunks(converted),
+                    )
+        except PacsFailure:
+            # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
+            # whether the object exists before calling it a PACS failure.
+            if not delivered and not await _exists(pacs, keys):
+                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
+            raise
 
     async def _convert(
         self, instance: RetrievedInstance, selection: InstanceSelection

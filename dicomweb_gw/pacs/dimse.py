@@ -247,26 +247,22 @@ class DimsePacsClient:
         query.QueryRetrieveLevel = level.value
         for attempt in range(2):
             with self._pooled() as (assoc, reused):
-                delivered = self._run_find(assoc, query, channel)
-                if delivered is not None:
+                try:
+                    self._run_find(assoc, query, channel)
                     return
-                # A reused association that died while idle: retry once on a fresh one.
-                if not (reused and attempt == 0):
-                    raise self._broken(assoc, "C-FIND", time.monotonic())
+                except _NoResponse as silence:
+                    # A reused association that died while idle: retry once on a fresh one.
+                    if not (reused and attempt == 0 and not silence.delivered):
+                        raise self._broken(assoc, "C-FIND", silence.last_activity) from None
 
-    def _run_find(
-        self, assoc: Association, query: Dataset, channel: Channel[Dataset]
-    ) -> int | None:
-        """Run one C-FIND; the number of matches, or None if no response came at all."""
+    def _run_find(self, assoc: Association, query: Dataset, channel: Channel[Dataset]) -> None:
         msg_id = self._next_message_id()
         delivered = 0
         cancel_sent = False
         last = time.monotonic()
         for status, identifier in assoc.send_c_find(query, contexts.FIND_MODEL, msg_id=msg_id):
             if "Status" not in status:
-                if delivered == 0 and not cancel_sent:
-                    return None
-                raise self._broken(assoc, "C-FIND", last)
+                raise _NoResponse(last, delivered > 0 or cancel_sent)
             last = time.monotonic()
             code = int(status.Status)
             if code in PENDING:
@@ -280,10 +276,9 @@ class DimsePacsClient:
                     assoc.send_c_cancel(msg_id, query_model=contexts.FIND_MODEL)
                     cancel_sent = True
             elif code in (SUCCESS, CANCELLED):
-                return delivered
+                return
             else:
                 raise self._failure("C-FIND", code)
-        return delivered
 
     def _get_worker(
         self, keys: RetrieveKeys, sop_class_uids: Sequence[str], channel: Channel[RetrievedInstance]
@@ -410,6 +405,15 @@ class DimsePacsClient:
                 f"{operation} got no response within {self._timeout:g} s{after}",
             )
         return PacsFailure(self._node.name, f"aborted the association during {operation}{after}")
+
+
+class _NoResponse(Exception):
+    """The association ended without a final response (timeout or abort)."""
+
+    def __init__(self, last_activity: float, delivered: bool) -> None:
+        super().__init__("no response")
+        self.last_activity = last_activity
+        self.delivered = delivered
 
 
 def _retrieve_identifier(keys: RetrieveKeys) -> Dataset:

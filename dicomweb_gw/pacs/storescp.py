@@ -27,6 +27,15 @@ __all__ = ["MoveReceiver"]
 
 log = logging.getLogger(__name__)
 _MAX_PDU = 4 * 1024 * 1024
+#: pynetdicom, as acceptor, picks the first of *our* syntaxes that the PACS
+#: proposes. A PACS proposes the syntax a file is stored in (plus uncompressed
+#: fallbacks), so compressed syntaxes come first to receive instances as stored,
+#: and Implicit VR LE, which every PACS proposes, comes last.
+_UNCOMPRESSED_LAST = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+                      "1.2.840.10008.1.2")
+_PREFERRED_SYNTAXES = [
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in _UNCOMPRESSED_LAST), *_UNCOMPRESSED_LAST
+]
 
 
 class MoveReceiver:
@@ -56,7 +65,7 @@ class MoveReceiver:
         ae.maximum_pdu_size = _MAX_PDU
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
-                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                ae.add_supported_context(context.abstract_syntax, _PREFERRED_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
         self._server = ae.start_server(
             (self._host, self._port),
