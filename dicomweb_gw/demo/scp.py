@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import socketserver
 import tempfile
 import threading
@@ -66,8 +65,12 @@ from dicomweb_gw.demo.index import (
     read_instance,
     select_instances,
 )
+from dicomweb_gw.pacs.sockets import set_nodelay
 
 __all__ = ["DemoPacs", "Fault", "set_tcp_nodelay"]
+
+#: One TCP_NODELAY handler for the gateway and the demo PACS alike.
+set_tcp_nodelay = set_nodelay
 
 LOGGER = logging.getLogger("dicomweb_gw.demo")
 
@@ -139,21 +142,6 @@ class Fault:
         if self.find_failure_status is not None and not 0 <= self.find_failure_status <= 0xFFFF:
             raise ValueError("find_failure_status must be a 16-bit status code")
 
-
-def set_tcp_nodelay(event: Event) -> None:
-    """``evt.EVT_CONN_OPEN`` handler: turn Nagle off on the association's socket.
-
-    pynetdicom 3 keeps the socket at ``assoc.dul.socket`` (an AssociationSocket)
-    ``.socket`` (the ``socket.socket``); it is set before EVT_CONN_OPEN fires on
-    both the acceptor and the requestor side.
-    """
-    assoc_socket = getattr(event.assoc.dul, "socket", None)
-    sock = getattr(assoc_socket, "socket", None)
-    if isinstance(sock, socket.socket):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as exc:  # the peer may have gone already
-            LOGGER.debug("could not set TCP_NODELAY: %s", exc)
 
 
 # --- C-MOVE sub-association -------------------------------------------------------
