@@ -189,6 +189,10 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
 
     nodes = list(settings.nodes)
     existing = [i for i, node in enumerate(nodes) if node.name == settings.default_pacs]
+    if nodes and not existing:
+        known = ", ".join(node.name for node in nodes)
+        raise SettingsError(
+            f"default_pacs={settings.default_pacs!r} names no [pacs.NAME] node (known: {known})")
     if existing:
         nodes[existing[0]] = replace(nodes[existing[0]], **overrides)
     else:

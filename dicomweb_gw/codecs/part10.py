@@ -49,7 +49,8 @@ def to_explicit_little_endian(instance: RetrievedInstance) -> RetrievedInstance:
     dataset = dcmread(BytesIO(b"".join(part10_chunks(instance))))
     source = dataset.file_meta.TransferSyntaxUID
     if source.is_compressed:
-        dataset.decompress()
+        # pydicom would otherwise mint a new SOP Instance UID for the decompressed copy.
+        dataset.decompress(generate_instance_uid=False)
     elif not source.is_little_endian:
         _swap_pixel_data(dataset)
     dataset.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian

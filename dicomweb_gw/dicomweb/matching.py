@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset
 
 __all__ = ["Verdict", "check"]
 
+_SINGLE_DT = re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?")
+
 
 class Verdict:
     MATCH = "match"
@@ -99,8 +101,13 @@ def _in_range(vr: str, value: str, wanted: str) -> bool:
 
 def _split_range(vr: str, wanted: str) -> tuple[str, str, str]:
     if vr == "DT":
-        match = re.match(r"^(\d*(?:\.\d+)?(?:[+-]\d{4})?)-(.*)$", wanted)
-        return (match.group(1), "-", match.group(2)) if match else (wanted, "", "")
+        if _SINGLE_DT.fullmatch(wanted):
+            return wanted, "", ""  # a "-0500" offset is not a range separator
+        for index, char in enumerate(wanted):
+            start, end = wanted[:index], wanted[index + 1 :]
+            if char == "-" and all(not p or _SINGLE_DT.fullmatch(p) for p in (start, end)):
+                return start, "-", end
+        return wanted, "", ""
     start, sep, end = wanted.partition("-")
     return start, sep, end
 

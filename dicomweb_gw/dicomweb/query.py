@@ -96,7 +96,7 @@ def parse_query(
 
 
 def _count(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"'{name}' must be a non-negative whole number, not '{value}'")
     return int(value)
 
@@ -165,4 +165,14 @@ def _valid_single(vr: str, text: str) -> bool:
         mm = int(text[2:4]) if len(text) >= 4 else 0
         ss = int(text[4:6]) if len(text) >= 6 else 0
         return hh < 24 and mm < 60 and ss < 61
-    return _DATETIME.match(text) is not None
+    if _DATETIME.match(text) is None:
+        return False
+    digits = re.sub(r"(\.\d+)?([+-]\d{4})?$", "", text)
+    # Check the calendar too: pad the missing components with their minimum.
+    padded = digits + "0101000000"[len(digits) - 4 :] if len(digits) < 14 else digits
+    try:
+        datetime.datetime(int(padded[:4]), int(padded[4:6]), int(padded[6:8]),
+                          int(padded[8:10]), int(padded[10:12]), min(int(padded[12:14]), 59))
+    except ValueError:
+        return False
+    return True

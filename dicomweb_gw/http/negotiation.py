@@ -17,7 +17,7 @@ from dicomweb_gw.errors import BadRequest, NotAcceptable
 __all__ = ["MediaRange", "negotiate_instances", "negotiate_search", "parse_accept"]
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
+_PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s"]*)')
 _TYPE = re.compile(rf"\s*({_TOKEN})/({_TOKEN})")
 
 

@@ -1,0 +1,336 @@
+"""Unit tests for dicomweb_gw.dicomweb.query: QIDO-RS query strings -> matching/return keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicomweb_gw.dicomweb.query import QidoQuery, parse_query, resolve_attribute
+from dicomweb_gw.errors import BadRequest
+from dicomweb_gw.model import QueryLevel
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+STUDY_DATE = 0x00080020
+STUDY_TIME = 0x00080030
+ACQUISITION_DATETIME = 0x0008002A
+STUDY_UID = 0x0020000D
+SERIES_UID = 0x0020000E
+MODALITIES_IN_STUDY = 0x00080061
+STUDY_DESCRIPTION = 0x00081030
+
+
+def parse(*params: tuple[str, str], pinned: dict[int, str] | None = None,
+          level: QueryLevel = QueryLevel.STUDY) -> QidoQuery:
+    return parse_query(level, list(params), pinned or {})
+
+
+def match_of(name: str, value: str) -> str:
+    query = parse((name, value))
+    assert len(query.match) == 1
+    return next(iter(query.match.values()))
+
+
+def test_empty_query() -> None:
+    query = parse()
+    assert query.level is QueryLevel.STUDY
+    assert query.match == {}
+    assert query.include == ()
+    assert query.include_all is False
+    assert query.limit is None
+    assert query.offset == 0
+    assert query.fuzzy is False
+
+
+def test_level_is_kept() -> None:
+    assert parse(level=QueryLevel.IMAGE).level is QueryLevel.IMAGE
+
+
+def test_ohif_study_list_query() -> None:
+    query = parse(
+        ("limit", "101"), ("offset", "0"), ("fuzzymatching", "false"),
+        ("includefield", "00081030,00080060,00080090,00100030"),
+        ("PatientName", "*doe*"), ("00100020", "PID-1"), ("StudyDate", "20230101-20231231"),
+        ("ModalitiesInStudy", "CT"),
+    )
+    assert query.limit == 101
+    assert query.offset == 0
+    assert query.fuzzy is False
+    assert query.include == (0x00081030, 0x00080060, 0x00080090, 0x00100030)
+    assert query.match == {
+        PATIENT_NAME: "*doe*",
+        PATIENT_ID: "PID-1",
+        STUDY_DATE: "20230101-20231231",
+        MODALITIES_IN_STUDY: "CT",
+    }
+
+
+# -- attribute names ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "tag"),
+    [
+        ("PatientName", PATIENT_NAME),
+        ("00100010", PATIENT_NAME),
+        ("0020000d", STUDY_UID),
+        ("0020000D", STUDY_UID),
+        ("StudyInstanceUID", STUDY_UID),
+    ],
+)
+def test_keyword_and_tag_keys(name: str, tag: int) -> None:
+    assert resolve_attribute(name) == tag
+    assert tag in parse((name, "")).match
+
+
+def test_private_tag_is_accepted() -> None:
+    assert resolve_attribute("00091010") == 0x00091010
+
+
+@pytest.mark.parametrize(
+    "name", ["PatientNam", "patientname", "NotAKeyword", "0008FFFF", "0010001", "001000100",
+             "GGGG0010"])
+def test_unknown_attributes_are_bad_requests(name: str) -> None:
+    with pytest.raises(BadRequest, match=name):
+        parse((name, "x"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ReferencedStudySequence.ReferencedSOPInstanceUID", "00081110.00081155",
+     "PatientName.Foo"],
+)
+def test_dotted_keys_are_bad_requests(name: str) -> None:
+    with pytest.raises(BadRequest, match="sequence"):
+        parse((name, "1.2.3"))
+
+
+def test_matching_on_a_sequence_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="sequence"):
+        parse(("ReferencedStudySequence", "x"))
+
+
+def test_empty_value_is_universal_matching() -> None:
+    # universal matching is allowed for any attribute, even a date or a UID or a sequence
+    query = parse(("StudyDate", ""), ("StudyInstanceUID", ""), ("ReferencedStudySequence", ""))
+    assert query.match == {STUDY_DATE: "", STUDY_UID: "", 0x00081110: ""}
+
+
+def test_control_characters_are_rejected() -> None:
+    with pytest.raises(BadRequest, match="PatientID"):
+        parse(("PatientID", "abc\x00def"))
+
+
+def test_same_key_twice_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="more than once"):
+        parse(("PatientID", "a"), ("00100020", "b"))
+
+
+def test_reserved_parameters_are_case_insensitive_and_not_attributes() -> None:
+    query = parse(("includeField", "PatientName"), ("LIMIT", "5"), ("Offset", "2"),
+                  ("FuzzyMatching", "TRUE"), ("accept", "application/dicom+json"),
+                  ("charset", "utf-8"))
+    assert query.include == (PATIENT_NAME,)
+    assert (query.limit, query.offset, query.fuzzy) == (5, 2, True)
+    assert query.match == {}
+
+
+# -- includefield -------------------------------------------------------------
+
+
+def test_includefield_lists_across_parameters_keep_order_and_drop_duplicates() -> None:
+    query = parse(("includefield", "00081030, PatientName"), ("includefield", "00100010"),
+                  ("includefield", "StudyDescription,,"))
+    assert query.include == (STUDY_DESCRIPTION, PATIENT_NAME)
+    assert query.include_all is False
+
+
+@pytest.mark.parametrize("value", ["all", "ALL", "00081030,all"])
+def test_includefield_all(value: str) -> None:
+    query = parse(("includefield", value))
+    assert query.include_all is True
+
+
+def test_includefield_unknown_attribute() -> None:
+    with pytest.raises(BadRequest, match="NoSuchAttribute"):
+        parse(("includefield", "PatientName,NoSuchAttribute"))
+
+
+# -- limit / offset / fuzzymatching ------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("1", 1), ("101", 101)])
+def test_limit_and_offset_values(value: str, expected: int) -> None:
+    query = parse(("limit", value), ("offset", value))
+    assert query.limit == expected
+    assert query.offset == expected
+
+
+@pytest.mark.parametrize("name", ["limit", "offset"])
+@pytest.mark.parametrize("value", ["-1", "abc", "", "1.5", " 5", "1e3", "0x10"])
+def test_invalid_limit_and_offset(name: str, value: str) -> None:
+    with pytest.raises(BadRequest, match=name):
+        parse((name, value))
+
+
+def test_superscript_digit_limit_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="limit"):
+        parse(("limit", "²"))
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False),
+                                                 ("True", True), ("FALSE", False)])
+def test_fuzzymatching(value: str, expected: bool) -> None:
+    assert parse(("fuzzymatching", value)).fuzzy is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "", "maybe"])
+def test_invalid_fuzzymatching(value: str) -> None:
+    with pytest.raises(BadRequest, match="fuzzymatching"):
+        parse(("fuzzymatching", value))
+
+
+# -- UIDs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.2.3", "1.2.3"),
+        ("1.2.3,1.2.4", "1.2.3\\1.2.4"),
+        ("1.2.3\\1.2.4", "1.2.3\\1.2.4"),
+        ("1.2.3, 1.2.4,1.2.5", "1.2.3\\1.2.4\\1.2.5"),
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2"),
+        ("1.0.3", "1.0.3"),
+    ],
+)
+def test_uid_lists_are_backslash_joined(value: str, expected: str) -> None:
+    assert match_of("StudyInstanceUID", value) == expected
+    assert match_of("0020000E", value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1.2.03", "1..2", "1.2.", ".1.2", "abc", "1.2.3,", "1.2.3,1.2.x", "1", "1.2.3 4",
+     "1." + "2" * 70],
+)
+def test_invalid_uids(value: str) -> None:
+    with pytest.raises(BadRequest, match="StudyInstanceUID"):
+        parse(("StudyInstanceUID", value))
+
+
+def test_pinned_uids_are_matching_keys() -> None:
+    query = parse(pinned={STUDY_UID: "1.2.3"}, level=QueryLevel.SERIES)
+    assert query.match == {STUDY_UID: "1.2.3"}
+
+
+def test_query_key_repeating_the_pinned_uid_is_fine() -> None:
+    query = parse(("StudyInstanceUID", "1.2.3"), ("Modality", "CT"),
+                  pinned={STUDY_UID: "1.2.3"}, level=QueryLevel.SERIES)
+    assert query.match == {STUDY_UID: "1.2.3", 0x00080060: "CT"}
+
+
+@pytest.mark.parametrize(("name", "value"),
+                         [("StudyInstanceUID", "1.2.4"), ("0020000D", "1.2.4"),
+                          ("StudyInstanceUID", "1.2.3,1.2.4"), ("StudyInstanceUID", "")])
+def test_query_key_contradicting_pinned_uid(name: str, value: str) -> None:
+    with pytest.raises(BadRequest, match="contradicts"):
+        parse((name, value), pinned={STUDY_UID: "1.2.3"}, level=QueryLevel.SERIES)
+
+
+def test_pinned_dict_is_not_modified() -> None:
+    pinned = {STUDY_UID: "1.2.3"}
+    parse(("PatientID", "x"), pinned=pinned, level=QueryLevel.SERIES)
+    assert pinned == {STUDY_UID: "1.2.3"}
+
+
+# -- dates and times ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20230101", "20240229", "20230101-20231231", "20230101-", "-20231231",
+     "20230101-20230101"],
+)
+def test_valid_dates_and_date_ranges(value: str) -> None:
+    assert match_of("StudyDate", value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20231341", "20230230", "20230229", "2023-01-01", "2023010", "202301011", "-", "--",
+     "20230101--20231231", "20230101-20231341", "x20230101", "20230101-2023"],
+)
+def test_invalid_dates(value: str) -> None:
+    with pytest.raises(BadRequest, match="StudyDate"):
+        parse(("StudyDate", value))
+
+
+def test_reversed_date_range() -> None:
+    with pytest.raises(BadRequest, match="StudyDate"):
+        parse(("StudyDate", "20231231-20230101"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["12", "1230", "123045", "123045.5", "123045.123456", "0000-2359", "1230-", "-1230",
+     "235960"],
+)
+def test_valid_times(value: str) -> None:
+    assert match_of("StudyTime", value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2400", "1260", "123061", "1", "123", "12:30", "123045.1234567", "12-25", "ab"],
+)
+def test_invalid_times(value: str) -> None:
+    with pytest.raises(BadRequest, match="StudyTime"):
+        parse(("StudyTime", value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2023",
+        "20230101",
+        "20230101120000",
+        "20230101120000.123456",
+        "20230101120000-0500",
+        "20230101120000+0100",
+        "20230101-20231231",
+        "20230101120000-0500-20230102120000-0500",
+        "20230101120000-0500-",
+        "-20231231235959+0000",
+    ],
+)
+def test_valid_datetimes(value: str) -> None:
+    assert match_of("AcquisitionDateTime", value) == value
+
+
+@pytest.mark.parametrize("value", ["2023-01-01T12:00", "abc", "-", "20230101120000-05"])
+def test_invalid_datetimes(value: str) -> None:
+    with pytest.raises(BadRequest, match="AcquisitionDateTime"):
+        parse(("AcquisitionDateTime", value))
+
+
+@pytest.mark.parametrize("value", ["20231341", "2023010125", "20231341-20231231"])
+def test_datetimes_with_impossible_calendar_values(value: str) -> None:
+    with pytest.raises(BadRequest, match="AcquisitionDateTime"):
+        parse(("AcquisitionDateTime", value))
+
+
+def test_date_given_by_tag_names_the_keyword() -> None:
+    with pytest.raises(BadRequest, match="StudyDate"):
+        parse(("00080020", "20231341"))
+
+
+# -- other values pass through ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PatientName", "Doe^J*"), ("PatientID", "A?C"), ("ModalitiesInStudy", "CT"),
+     ("StudyDescription", "Chest, with contrast"), ("AccessionNumber", "ACC-1")],
+)
+def test_string_values_pass_through_unchanged(name: str, value: str) -> None:
+    assert match_of(name, value) == value
