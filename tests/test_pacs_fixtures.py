@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -10,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
@@ -19,8 +18,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from corpus import Corpus, StudyInfo
 from pacs_fixtures import (
     FIXTURE_AE_TITLE,
-    GATEWAY_AE_TITLE,
-    LOOPBACK,
     UNKNOWN_AE_TITLE,
     RunningPacs,
     c_echo,
@@ -149,32 +146,6 @@ def test_corpus_files_match_their_records(corpus: Corpus) -> None:
     assert len({s.patient_id for s in corpus.studies}) == len(corpus.studies)
 
 
-@pytest.fixture
-def gateway_port_scp(gateway_store_port: int) -> Iterator[list[Dataset]]:
-    """A storage SCP standing in for the gateway at GATEWAY_AE_TITLE@gateway_store_port."""
-    received: list[Dataset] = []
-
-    def on_store(event: evt.Event) -> int:
-        received.append(event.dataset)
-        return 0x0000
-
-    ae = AE(ae_title=GATEWAY_AE_TITLE)
-    ae.supported_contexts = StoragePresentationContexts
-    try:
-        server = ae.start_server(
-            (LOOPBACK, gateway_store_port), block=False,
-            evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        )
-    except OSError as exc:
-        # Another fixture (the gateway itself) already listens there.
-        pytest.skip(f"gateway_store_port {gateway_store_port} is in use: {exc}")
-    assert server is not None  # block=False always returns the server
-    try:
-        yield received
-    finally:
-        server.shutdown()
-
-
 def c_move(pacs: RunningPacs, study_uid: str, destination: str) -> list[int]:
     ae = AE(ae_title=FIXTURE_AE_TITLE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -193,17 +164,6 @@ def c_move(pacs: RunningPacs, study_uid: str, destination: str) -> list[int]:
         ]
     finally:
         assoc.release()
-
-
-@pytest.mark.pacs
-def test_pacs_moves_to_the_gateway_ae(
-    pacs: RunningPacs, corpus: Corpus, gateway_port_scp: list[Dataset]
-) -> None:
-    study = corpus.study("ct_small")
-    statuses = c_move(pacs, study.study_uid, GATEWAY_AE_TITLE)
-    assert statuses[-1] == 0x0000, f"{pacs.name}: {statuses}\n{pacs.log_tail()}"
-    received = {str(ds.SOPInstanceUID) for ds in gateway_port_scp}
-    assert received == {inst.sop_instance_uid for inst in study.instances}
 
 
 @pytest.mark.pacs
