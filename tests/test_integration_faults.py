@@ -194,3 +194,23 @@ def test_first_part_arrives_before_the_pacs_has_sent_the_rest(tmp_path: Path,
         assert (first + rest).count(b"Content-Type: application/dicom") == 5
     finally:
         scp.stop()
+
+
+@pytest.mark.parametrize("retrieve", ["c-get", "c-move"])
+def test_patient_root_only_pacs_is_searched_and_retrieved(tmp_path: Path, corpus: Corpus,
+                                                          retrieve: str) -> None:
+    # This PACS offers no Study Root and refuses study queries without a Patient ID:
+    # the gateway falls back to Patient Root and walks the patients first.
+    study = corpus.study("ct_small")
+    with demo_gateway(tmp_path, study, Fault(patient_root_only=True), retrieve=retrieve) as gw:
+        studies = httpx.get(f"{gw.dicomweb()}/studies", params={"PatientName": "Lestrade*"},
+                            timeout=20)
+        series = httpx.get(f"{gw.dicomweb()}/studies/{study.study_uid}/series", timeout=20)
+        retrieved = httpx.get(f"{gw.dicomweb()}/studies/{study.study_uid}",
+                              headers={"Accept": DICOM}, timeout=30)
+    assert studies.status_code == 200, studies.text
+    assert [s["0020000D"]["Value"][0] for s in studies.json()] == [study.study_uid]
+    assert {s["0020000E"]["Value"][0] for s in series.json()} == {
+        s.series_uid for s in study.series}
+    assert retrieved.status_code == 200, retrieved.text
+    assert retrieved.content.count(b"Content-Type: application/dicom") == len(study.instances)

@@ -133,6 +133,9 @@ class Fault:
     """C-MOVE sub-operation C-STOREs carry no Move Originator AE Title / Message ID."""
     find_failure_status: int | None = None
     """Answer every C-FIND with this (failure) status and no matches, e.g. 0xC000."""
+    patient_root_only: bool = False
+    """Offer only the Patient Root models, and (like many such PACS) refuse
+    queries and retrieves below PATIENT level that carry no Patient ID."""
 
     def __post_init__(self) -> None:
         if self.abort_after_instances is not None and self.abort_after_instances < 0:
@@ -390,8 +393,10 @@ class DemoPacs:
         ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA PDUs for throughput
         ae.maximum_associations = 32
         ae.add_supported_context(_VERIFICATION)
-        for model in (*_FIND_MODELS, *_GET_MODELS, *_MOVE_MODELS):
-            ae.add_supported_context(model)
+        for models in (_FIND_MODELS, _GET_MODELS, _MOVE_MODELS):
+            for model, patient_root in models.items():
+                if patient_root or not self._fault.patient_root_only:
+                    ae.add_supported_context(model)
         # Storage in both roles: SCP for C-STORE uploads, SCU (with the
         # requestor's SCP/SCU role selection) for C-GET sub-operations.
         for context in AllStoragePresentationContexts:
@@ -428,6 +433,7 @@ class DemoPacs:
         identifier = event.identifier
         try:
             level = query_level(identifier, patient_root=_is_patient_root(event, _FIND_MODELS))
+            self._check_patient_id(identifier)
         except QueryError as exc:
             LOGGER.info("C-FIND refused: %s", exc)
             yield _IDENTIFIER_MISMATCH, None
@@ -439,6 +445,12 @@ class DemoPacs:
                 return
             yield _PENDING, match
 
+    def _check_patient_id(self, identifier: Dataset) -> None:
+        level = str(identifier.get("QueryRetrieveLevel", ""))
+        if self._fault.patient_root_only and level != "PATIENT" \
+                and not identifier.get("PatientID", ""):
+            raise QueryError(f"Patient ID required at {level} level")
+
     # --- C-GET / C-MOVE ---------------------------------------------------------------
 
     def _select(self, event: Event, models: Mapping[str, bool]) -> list[IndexedInstance] | None:
@@ -446,6 +458,7 @@ class DemoPacs:
         identifier = event.identifier
         try:
             query_level(identifier, patient_root=_is_patient_root(event, models))
+            self._check_patient_id(identifier)
         except QueryError as exc:
             LOGGER.info("retrieve refused: %s", exc)
             return None

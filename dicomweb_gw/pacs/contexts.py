@@ -17,8 +17,12 @@ from pynetdicom.presentation import PresentationContext, build_context, build_ro
 __all__ = [
     "COMMON_STORAGE_SOP_CLASSES",
     "FIND_MODEL",
+    "FIND_MODELS",
     "GET_MODEL",
+    "GET_MODELS",
     "MOVE_MODEL",
+    "MOVE_MODELS",
+    "PATIENT_FIND_MODEL",
     "VERIFICATION",
     "find_contexts",
     "get_contexts",
@@ -29,6 +33,14 @@ FIND_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Q/R - FIND
 MOVE_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.2.2")  # Study Root Q/R - MOVE
 GET_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.2.3")  # Study Root Q/R - GET
 VERIFICATION = uid.UID("1.2.840.10008.1.1")
+PATIENT_FIND_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.1.1")  # Patient Root Q/R - FIND
+PATIENT_MOVE_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.1.2")  # Patient Root Q/R - MOVE
+PATIENT_GET_MODEL = uid.UID("1.2.840.10008.5.1.4.1.2.1.3")  # Patient Root Q/R - GET
+#: Study Root first: it needs no Patient ID. Patient Root is the fallback for
+#: PACS that only offer it.
+FIND_MODELS = (FIND_MODEL, PATIENT_FIND_MODEL)
+MOVE_MODELS = (MOVE_MODEL, PATIENT_MOVE_MODEL)
+GET_MODELS = (GET_MODEL, PATIENT_GET_MODEL)
 _MAX_CONTEXTS = 128
 
 UNCOMPRESSED = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
@@ -71,11 +83,13 @@ COMMON_STORAGE_SOP_CLASSES: tuple[str, ...] = (
 
 
 def find_contexts() -> list[PresentationContext]:
-    return [build_context(FIND_MODEL), build_context(VERIFICATION)]
+    return [*(build_context(model) for model in FIND_MODELS), build_context(VERIFICATION)]
 
 
 def move_contexts() -> list[PresentationContext]:
-    return [build_context(MOVE_MODEL), build_context(VERIFICATION)]
+    # C-MOVE associations carry the FIND models too: DCMTK's dcmqrscp complains
+    # ("Move Presentation Context but no Find") about a move-only association.
+    return [*(build_context(model) for model in (*MOVE_MODELS, *FIND_MODELS))]
 
 
 def get_contexts(
@@ -83,7 +97,7 @@ def get_contexts(
 ) -> tuple[list[PresentationContext], list[object]]:
     """Contexts and SCP/SCU role selection items for a C-GET association."""
     classes = list(dict.fromkeys(sop_class_uids)) or list(COMMON_STORAGE_SOP_CLASSES)
-    contexts = [build_context(GET_MODEL)]
+    contexts = [build_context(model) for model in GET_MODELS]
     budget = _MAX_CONTEXTS - len(contexts)
     # Every class gets its uncompressed context first; compressed contexts
     # are added, most common first, while the 128-context budget lasts.

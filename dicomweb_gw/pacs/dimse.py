@@ -22,7 +22,14 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from dicomweb_gw.errors import PacsError, PacsFailure, PacsTimeout, PacsUnavailable
+from dicomweb_gw.errors import (
+    NotFound,
+    PacsError,
+    PacsFailure,
+    PacsMisconfigured,
+    PacsTimeout,
+    PacsUnavailable,
+)
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs import contexts
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
@@ -245,22 +252,68 @@ class DimsePacsClient:
         query = Dataset()
         query.update(identifier)
         query.QueryRetrieveLevel = level.value
+        self._find(query, channel.put, stop=lambda: channel.cancelled)
+
+    def _collect(self, query: Dataset) -> list[Dataset]:
+        """A whole C-FIND into a list: for the gateway's own small look-ups."""
+        results: list[Dataset] = []
+        self._find(query, results.append, stop=lambda: False)
+        return results
+
+    def _find(
+        self, query: Dataset, deliver: Callable[[Dataset], None], stop: Callable[[], bool]
+    ) -> None:
         for attempt in range(2):
             with self._pooled() as (assoc, reused):
                 try:
-                    self._run_find(assoc, query, channel)
+                    model = _model(assoc, contexts.FIND_MODELS)
+                    if model is None:
+                        raise PacsMisconfigured(
+                            self._node.name, "accepts neither Study Root nor Patient Root C-FIND")
+                    if model == contexts.PATIENT_FIND_MODEL and _needs_patient_id(query):
+                        self._find_per_patient(assoc, query, deliver, stop)
+                    else:
+                        self._run_find(assoc, model, query, deliver)
                     return
                 except _NoResponse as silence:
                     # A reused association that died while idle: retry once on a fresh one.
                     if not (reused and attempt == 0 and not silence.delivered):
                         raise self._broken(assoc, "C-FIND", silence.last_activity) from None
 
-    def _run_find(self, assoc: Association, query: Dataset, channel: Channel[Dataset]) -> None:
+    def _find_per_patient(
+        self, assoc: Association, query: Dataset, deliver: Callable[[Dataset], None],
+        stop: Callable[[], bool],
+    ) -> None:
+        """Patient Root below PATIENT level: many PACS insist on the Patient ID,
+        so list the matching patients first, then ask once per patient."""
+        patients = Dataset()
+        patients.QueryRetrieveLevel = "PATIENT"
+        patients.PatientID = ""
+        for keyword in ("SpecificCharacterSet", *_PATIENT_KEYS):
+            if keyword in query:
+                patients[keyword] = query[keyword]
+        found: list[Dataset] = []
+        self._run_find(assoc, contexts.PATIENT_FIND_MODEL, patients, found.append)
+        for patient in found:
+            if stop():
+                return
+            patient_id = str(patient.get("PatientID", ""))
+            if not patient_id:
+                continue
+            per_patient = Dataset()
+            per_patient.update(query)
+            per_patient.PatientID = patient_id
+            self._run_find(assoc, contexts.PATIENT_FIND_MODEL, per_patient, deliver)
+
+    def _run_find(
+        self, assoc: Association, model: str, query: Dataset,
+        deliver: Callable[[Dataset], None],
+    ) -> None:
         msg_id = self._next_message_id()
         delivered = 0
         cancel_sent = False
         last = time.monotonic()
-        for status, identifier in assoc.send_c_find(query, contexts.FIND_MODEL, msg_id=msg_id):
+        for status, identifier in assoc.send_c_find(query, model, msg_id=msg_id):
             if "Status" not in status:
                 raise _NoResponse(last, delivered > 0 or cancel_sent)
             last = time.monotonic()
@@ -269,11 +322,11 @@ class DimsePacsClient:
                 if identifier is None or cancel_sent:
                     continue
                 try:
-                    channel.put(identifier)
+                    deliver(identifier)
                     delivered += 1
                 except Cancelled:
                     # The client has enough (limit reached) or went away.
-                    assoc.send_c_cancel(msg_id, query_model=contexts.FIND_MODEL)
+                    assoc.send_c_cancel(msg_id, query_model=model)
                     cancel_sent = True
             elif code in (SUCCESS, CANCELLED):
                 return
@@ -289,10 +342,10 @@ class DimsePacsClient:
         assoc = self._associate(requested, ext_neg=roles,
                                 handlers=[(evt.EVT_C_STORE, sink.on_store)])
         try:
+            model, identifier = self._retrieve_request(assoc, contexts.GET_MODELS, keys, "C-GET")
             msg_id = self._next_message_id()
-            responses = assoc.send_c_get(_retrieve_identifier(keys), contexts.GET_MODEL,
-                                         msg_id=msg_id)
-            self._follow_retrieve(assoc, "C-GET", contexts.GET_MODEL, msg_id, responses, sink)
+            responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
+            self._follow_retrieve(assoc, "C-GET", model, msg_id, responses, sink)
         finally:
             self._close(assoc)
 
@@ -303,12 +356,30 @@ class DimsePacsClient:
         with self._receiver.expect(keys, sink) as msg_id:
             assoc = self._associate(contexts.move_contexts())
             try:
-                responses = assoc.send_c_move(_retrieve_identifier(keys), self._ae_title,
-                                              contexts.MOVE_MODEL, msg_id=msg_id)
-                self._follow_retrieve(assoc, "C-MOVE", contexts.MOVE_MODEL, msg_id,
-                                      responses, sink)
+                model, identifier = self._retrieve_request(assoc, contexts.MOVE_MODELS, keys,
+                                                           "C-MOVE")
+                responses = assoc.send_c_move(identifier, self._ae_title, model, msg_id=msg_id)
+                self._follow_retrieve(assoc, "C-MOVE", model, msg_id, responses, sink)
             finally:
                 self._close(assoc)
+
+    def _retrieve_request(
+        self, assoc: Association, models: tuple[str, str], keys: RetrieveKeys, operation: str
+    ) -> tuple[str, Dataset]:
+        """The query model the PACS accepted and the identifier to send with it."""
+        model = _model(assoc, models)
+        if model is None:
+            raise PacsMisconfigured(
+                self._node.name, f"accepts neither Study Root nor Patient Root {operation}")
+        identifier = _retrieve_identifier(keys)
+        if model == models[1]:  # Patient Root: the identifier needs the Patient ID
+            query = _retrieve_identifier(RetrieveKeys(keys.study_uid))
+            query.PatientID = ""
+            found = {str(ds.get("PatientID", "")) for ds in self._collect(query)} - {""}
+            if not found:
+                raise NotFound(f"{keys.describe()} not found on PACS '{self._node.name}'")
+            identifier.PatientID = found.pop()
+        return model, identifier
 
     def _follow_retrieve(
         self,
@@ -363,21 +434,12 @@ class DimsePacsClient:
         query.QueryRetrieveLevel = QueryLevel.IMAGE.value
         query.SOPClassUID = ""
         query.SOPInstanceUID = keys.instance_uid or ""
-        found: set[str] = set()
         try:
-            with self._pooled() as (assoc, _):
-                for status, identifier in assoc.send_c_find(
-                    query, contexts.FIND_MODEL, msg_id=self._next_message_id()
-                ):
-                    if "Status" not in status:
-                        raise PacsFailure(self._node.name, "no C-FIND response")
-                    if int(status.Status) in PENDING and identifier is not None:
-                        value = identifier.get("SOPClassUID")
-                        if value:
-                            found.add(str(value))
+            return sorted({str(ds.SOPClassUID) for ds in self._collect(query)
+                           if ds.get("SOPClassUID")})
         except PacsError as exc:
             log.debug("SOP class discovery failed on '%s': %s", self._node.name, exc)
-        return sorted(found)
+            return []
 
     # -- errors ---------------------------------------------------------------
     def _failure(
@@ -414,6 +476,19 @@ class _NoResponse(Exception):
         super().__init__("no response")
         self.last_activity = last_activity
         self.delivered = delivered
+
+
+_PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+
+
+def _model(assoc: Association, models: tuple[str, str]) -> str | None:
+    """Study Root if the PACS accepted it, else Patient Root, else None."""
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    return next((model for model in models if model in accepted), None)
+
+
+def _needs_patient_id(query: Dataset) -> bool:
+    return query.QueryRetrieveLevel != "PATIENT" and not query.get("PatientID", "")
 
 
 def _retrieve_identifier(keys: RetrieveKeys) -> Dataset:
