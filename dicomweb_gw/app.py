@@ -18,6 +18,7 @@ from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.errors import PacsError
 from dicomweb_gw.http.endpoints import DicomWebApi
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
+from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_stream_abort_filter()
         gateway.start()
         try:
             yield

@@ -16,6 +16,7 @@ from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import Part, WadoService
 from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.http.baseurl import base_url
+from dicomweb_gw.http.logfilter import StreamAborted
 from dicomweb_gw.http.multipart import MultipartWriter
 from dicomweb_gw.http.negotiation import negotiate_instances, negotiate_search
 from dicomweb_gw.model import QueryLevel, RetrieveKeys
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
 _PATH_UIDS = (("study", "StudyInstanceUID", _STUDY), ("series", "SeriesInstanceUID", _SERIES))
-
-
-class StreamAborted(Exception):
-    """Raised inside a started response: the connection is cut so the client
-    sees a truncated multipart body rather than a complete-looking short one."""
 
 
 class DicomWebApi:

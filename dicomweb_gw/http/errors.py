@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.errors import GatewayError, PacsError
+from dicomweb_gw.http.logfilter import is_stream_abort
 
 __all__ = ["EXCEPTION_HANDLERS", "error_response"]
 
@@ -39,6 +40,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if is_stream_abort(exc):  # already logged in one line where it happened
+        return error_response(502, "retrieve broke off mid-stream")
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error in the gateway; see its log")
 
