@@ -12,11 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.dicomweb.dicomjson import dumps
+from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
+from dicomweb_gw.dicomweb.source import InstanceSource
+from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import WadoService
-from dicomweb_gw.errors import PacsError
-from dicomweb_gw.http.endpoints import DicomWebApi
+from dicomweb_gw.dicomweb.wado_metadata import MetadataService
+from dicomweb_gw.errors import NotFound, PacsError
+from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point
@@ -44,12 +49,33 @@ class Gateway:
             node.name: DimsePacsClient(node, ae_title=settings.ae_title, receiver=self.receiver)
             for node in settings.nodes
         }
+        self._stores: dict[str, DiskInstanceStore] = {}
         self._started = False
+
+    def store(self, node: str) -> DiskInstanceStore:
+        """The instance cache of one PACS node, opened on first use (reconciling what a
+        crash left).
+
+        Each node has its own: a study complete on one PACS says nothing about
+        another, and the nodes share the size budget equally.
+        """
+        if node not in self._stores:
+            folder = self.settings.cache_dir / node
+            budget = self.settings.cache_max_bytes // max(1, len(self.settings.nodes))
+            try:
+                self._stores[node] = DiskInstanceStore(folder, budget)
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot use cache folder {folder} "
+                    f"(DICOMWEB_GW_CACHE_DIR): {exc.strerror or exc}") from None
+        return self._stores[node]
 
     def start(self) -> None:
         """Bind the storage SCP; a port clash is a settings error, said in one line."""
         if self._started:
             return
+        for node in self.clients:  # open the caches now: a bad folder is a start-up error
+            self.store(node)
         if self.receiver is not None:
             try:
                 self.receiver.start()
@@ -64,6 +90,9 @@ class Gateway:
             await client.aclose()
         if self.receiver is not None:
             await asyncio.to_thread(self.receiver.stop)
+        stores, self._stores = self._stores, {}
+        for store in stores.values():
+            await asyncio.to_thread(store.close)
         self._started = False
 
 
@@ -72,18 +101,23 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         gateway = Gateway(settings if settings is not None else load_settings())
     settings = gateway.settings
     qido = QidoService(max_results=settings.qido_max_results)
-    wado = WadoService()
+    services = {name: _services(gateway, name, qido) for name in gateway.clients}
 
+    purge = _purge_endpoint(gateway)
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz_endpoint(gateway), methods=["GET"]),
+        Route("/cache/studies/{study}", purge, methods=["DELETE"]),
+        Route("/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
+        Route("/pacs/{pacs}/cache/studies/{study}", purge, methods=["DELETE"]),
+        Route("/pacs/{pacs}/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
     ]
     default = gateway.clients[settings.default_pacs]
-    routes.append(dicomweb_routes(DicomWebApi(default, prefix=mount_point(None), qido=qido,
-                                              wado=wado)))
+    routes.append(dicomweb_routes(DicomWebApi(default, prefix=mount_point(None),
+                                              services=services[settings.default_pacs])))
     for name, client in gateway.clients.items():
-        routes.append(dicomweb_routes(DicomWebApi(client, prefix=mount_point(name), qido=qido,
-                                                  wado=wado)))
+        routes.append(dicomweb_routes(DicomWebApi(client, prefix=mount_point(name),
+                                                  services=services[name])))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -97,7 +131,34 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
                     lifespan=lifespan)
     app.state.gateway = gateway
+    app.state.services = services
     return app
+
+
+def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
+    """Lazy about the store: it is opened at start-up, not when the app is built."""
+    ttl = gateway.settings.cache_ttl
+    source = InstanceSource(lambda: gateway.store(node), ttl=ttl)
+    return Services(qido=qido, wado=WadoService(source),
+                    metadata=MetadataService(source, ttl=ttl), pixels=PixelService(source))
+
+
+def _purge_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    """Forget a study or series, so the next request asks the PACS again."""
+
+    async def purge(request: Request) -> Response:
+        params = request.path_params
+        node = params.get("pacs", gateway.settings.default_pacs)
+        if node not in gateway.clients:
+            raise NotFound(f"no PACS node named '{node}'")
+        study = require_uid(params["study"], "StudyInstanceUID")
+        series = params.get("series")
+        if series is not None:
+            require_uid(series, "SeriesInstanceUID")
+        count = await asyncio.to_thread(gateway.store(node).purge, study, series)
+        return Response(dumps({"pacs": node, "purged": count}), media_type="application/json")
+
+    return purge
 
 
 async def _healthz(request: Request) -> Response:

@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
     echo.add_argument("--pacs", help="only this node (default: every node)")
     echo.set_defaults(run=_echo)
+
+    cache = commands.add_parser("cache", help="inspect or purge the instance cache")
+    cache.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    cache.add_argument("--pacs", help="only this node's cache (default: every node)")
+    actions = cache.add_subparsers(dest="action", required=True)
+    actions.add_parser("stats", help="instances, bytes, hits and evictions per node")
+    purge = actions.add_parser("purge", help="forget a study (or one series) so it is "
+                                             "retrieved again from the PACS")
+    purge.add_argument("study", help="StudyInstanceUID")
+    purge.add_argument("series", nargs="?", help="SeriesInstanceUID (default: the whole study)")
+    cache.set_defaults(run=_cache)
     return parser
 
 
@@ -112,6 +123,39 @@ def _echo(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return asyncio.run(echo_all())
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from dicomweb_gw.app import Gateway
+    from dicomweb_gw.cache.disk import CacheInUse
+
+    settings = load_settings(config_file=args.config)
+    names = [node.name for node in settings.nodes]
+    if args.pacs and args.pacs not in names:
+        print(f"dicomweb-gw: no PACS node named '{args.pacs}' (known: {', '.join(names)})",
+              file=sys.stderr)
+        return 2
+    gateway = Gateway(settings)
+    for name in [args.pacs] if args.pacs else names:
+        try:
+            store = gateway.store(name)
+        except CacheInUse:
+            print(f"dicomweb-gw: the cache of '{name}' is in use by a running gateway; purge "
+                  f"through it instead: curl -X DELETE http://HOST:PORT/pacs/{name}/cache/"
+                  "studies/STUDY_UID", file=sys.stderr)
+            return 1
+        try:
+            if args.action == "purge":
+                count = store.purge(args.study, args.series)
+                what = f"series {args.series}" if args.series else f"study {args.study}"
+                print(f"{name}: purged {count} instance(s) of {what}")
+            else:
+                stats = store.stats()
+                print(f"{name}: {stats.instances} instances, {stats.bytes} bytes, "
+                      f"{stats.hits} hits, {stats.misses} misses, {stats.evictions} evictions")
+        finally:
+            store.close()
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -75,6 +75,9 @@ class Settings:
     store_host: str = "0.0.0.0"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dicomweb-gw")
     cache_max_bytes: int = 10 * 1000**3
+    #: Seconds a cached series counts as complete. Instances never change, but a
+    #: PACS can receive more of them: after this, a series is asked for again.
+    cache_ttl: float = 300.0
     #: Upper bound on QIDO results per request (the client's limit is capped to it).
     qido_max_results: int = 1000
 
@@ -108,7 +111,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_toml(data: Mapping[str, Any]) -> Settings:
     known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
-             "qido_max_results", "default_pacs", "pacs"}
+             "cache_ttl", "qido_max_results", "default_pacs", "pacs"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -129,6 +132,8 @@ def _from_toml(data: Mapping[str, Any]) -> Settings:
     if "cache_max_bytes" in data:
         settings = replace(settings,
                            cache_max_bytes=_size("cache_max_bytes", data["cache_max_bytes"]))
+    if "cache_ttl" in data:
+        settings = replace(settings, cache_ttl=_positive_float("cache_ttl", data["cache_ttl"]))
     if "qido_max_results" in data:
         settings = replace(settings, qido_max_results=_positive_int(
             "qido_max_results", data["qido_max_results"]))
@@ -173,6 +178,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         settings = replace(settings, cache_dir=Path(value).expanduser())
     if (value := var("CACHE_MAX_BYTES")) is not None:
         settings = replace(settings, cache_max_bytes=_size(ENV_PREFIX + "CACHE_MAX_BYTES", value))
+    if (value := var("CACHE_TTL")) is not None:
+        settings = replace(settings, cache_ttl=_positive_float(ENV_PREFIX + "CACHE_TTL", value))
     if (value := var("QIDO_MAX_RESULTS")) is not None:
         settings = replace(settings, qido_max_results=_positive_int(
             ENV_PREFIX + "QIDO_MAX_RESULTS", value))

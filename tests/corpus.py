@@ -436,6 +436,29 @@ def build_corpus(root: Path) -> Corpus:
     colour.add_series("OT", "RGB JPEG", iter([_read("SC_rgb_jpeg_dcmtk.dcm")]))
     studies.append(colour.finish())
 
+    # Multi-frame: frame N must be frame N, native and encapsulated.
+    multiframe = _StudyWriter(
+        root,
+        _StudySpec("mr_multiframe", "Adler^Irene", "GW-MRMULTI", "20190505", "ACC-MRMULTI",
+                   "MR multi-frame"),
+    )
+    multiframe.add_series("MR", "10 frames native", iter([_read("emri_small.dcm")]))
+    studies.append(multiframe.finish())
+
+    # The same 10 frames losslessly compressed three ways, plus a 2-frame RLE RGB: Orthanc only.
+    lossless = _StudyWriter(
+        root,
+        _StudySpec("mr_multiframe_compressed", "Moriarty^James", "GW-MRLOSSLESS", "20180404",
+                   "ACC-MRLOSSLESS", "MR multi-frame lossless"),
+    )
+    lossless.add_series("MR", "10 frames lossless", iter([
+        _read("emri_small_RLE.dcm"),
+        _read("emri_small_jpeg_ls_lossless.dcm"),
+        _read("emri_small_jpeg_2k_lossless.dcm"),
+    ]))
+    lossless.add_series("OT", "RLE RGB 2 frames", iter([_read("SC_rgb_rle_2frame.dcm")]))
+    studies.append(lossless.finish())
+
     return Corpus(root=root, studies=studies)
 
 

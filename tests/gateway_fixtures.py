@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from dicomweb_gw.app import Gateway, create_app
 from dicomweb_gw.settings import PacsNode, Settings
@@ -25,6 +26,12 @@ from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 class RunningGateway:
     url: str  # http://127.0.0.1:PORT
     settings: Settings
+    app: Starlette
+
+    def flights_started(self, node: str | None = None) -> int:
+        """Retrieves that reached ``node``'s PACS so far (single flight makes this countable)."""
+        services = self.app.state.services[node or self.settings.default_pacs]
+        return int(services.wado.source.flights.started)
 
     def dicomweb(self, node: str | None = None) -> str:
         """DICOMweb root of ``node`` (the default PACS when None)."""
@@ -36,8 +43,9 @@ def running_gateway(settings: Settings) -> Iterator[RunningGateway]:
     gateway = Gateway(settings)
     gateway.start()
     port = free_port()
-    config = uvicorn.Config(create_app(gateway=gateway), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
+    app = create_app(gateway=gateway)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -47,7 +55,7 @@ def running_gateway(settings: Settings) -> Iterator[RunningGateway]:
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
     try:
-        yield RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings)
+        yield RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, app=app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -8,6 +8,7 @@ transfer syntax goes through pydicom.
 from __future__ import annotations
 
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread, uid
@@ -17,7 +18,12 @@ from pydicom.filewriter import dcmwrite, write_file_meta_info
 from dicomweb_gw import __version__
 from dicomweb_gw.model import RetrievedInstance
 
-__all__ = ["IMPLEMENTATION_CLASS_UID", "part10_chunks", "to_explicit_little_endian"]
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "instance_from_file",
+    "part10_chunks",
+    "to_explicit_little_endian",
+]
 
 #: Our implementation class UID, under pydicom's root (PS3.7 D.3.3.2 asks for a unique one).
 IMPLEMENTATION_CLASS_UID = uid.UID("1.2.826.0.1.3680043.8.498.71920253")
@@ -63,6 +69,19 @@ def to_explicit_little_endian(instance: RetrievedInstance) -> RetrievedInstance:
         sop_instance_uid=instance.sop_instance_uid,
         transfer_syntax_uid=uid.ExplicitVRLittleEndian,
         dataset=encoded[header_end:],
+    )
+
+
+def instance_from_file(path: Path) -> RetrievedInstance:
+    """A Part 10 file back into a ``RetrievedInstance``: meta split off, data set as stored."""
+    encoded = path.read_bytes()
+    offset = _data_set_offset(encoded)
+    meta = dcmread(BytesIO(encoded[:offset]), stop_before_pixels=True).file_meta
+    return RetrievedInstance(
+        sop_class_uid=str(meta.MediaStorageSOPClassUID),
+        sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+        transfer_syntax_uid=str(meta.TransferSyntaxUID),
+        dataset=encoded[offset:],
     )
 
 

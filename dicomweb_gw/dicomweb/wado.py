@@ -1,4 +1,4 @@
-"""WADO-RS retrieve: instances from the PACS become parts, as they arrive."""
+"""WADO-RS retrieve: instances become parts, from the cache or as they arrive from the PACS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import anyio
 from pydicom import uid
 from pydicom.dataset import Dataset
 
-from dicomweb_gw.codecs.part10 import part10_chunks, to_explicit_little_endian
+from dicomweb_gw.cache.protocol import CachedInstance
+from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks, to_explicit_little_endian
+from dicomweb_gw.dicomweb.selection import InstanceSelection
+from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
 from dicomweb_gw.errors import GatewayError, NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
@@ -19,19 +22,12 @@ __all__ = ["InstanceSelection", "Part", "WadoService"]
 
 
 @dataclass(frozen=True, slots=True)
-class InstanceSelection:
-    """What the client accepts for each instance: a transfer syntax, or None for as stored."""
-
-    transfer_syntax: str | None = uid.ExplicitVRLittleEndian
-
-
-@dataclass(frozen=True, slots=True)
 class Part:
     content_type: str
     chunks: tuple[bytes, ...]
 
 
-async def _exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
+async def exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
     query = Dataset()
     query.StudyInstanceUID = keys.study_uid
     if keys.series_uid is not None:
@@ -47,36 +43,57 @@ async def _exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
     return False
 
 
+EVICTED_MESSAGE = ("an instance was evicted from the cache while being served (the cache is "
+                   "too small for the traffic); retry the request")
+
+
+class CacheEvicted(GatewayError):
+    status_code = 503
+
+
 class ConversionFailed(GatewayError):
     status_code = 406
 
 
 class WadoService:
-    def __init__(self, *, codec_threads: int = 2) -> None:
+    def __init__(self, source: InstanceSource, *, codec_threads: int = 2) -> None:
+        self._source = source
         # Decompression is CPU-bound: a small pool so two cores are not oversubscribed.
         self._codec_limiter = anyio.CapacityLimiter(codec_threads)
+
+    @property
+    def source(self) -> InstanceSource:
+        return self._source
 
     async def retrieve(
         self, pacs: PacsClient, keys: RetrieveKeys, selection: InstanceSelection
     ) -> AsyncGenerator[Part, None]:
         delivered = False
         try:
-            async with aclosing(pacs.retrieve(keys)) as instances:
-                async for instance in instances:
-                    converted = await self._convert(instance, selection)
+            async with aclosing(self._source.instances(pacs, keys)) as landed:
+                async for item in landed:
+                    yield await self._part(item.handle, selection)
                     delivered = True
-                    yield Part(
-                        content_type=(
-                            f"application/dicom; transfer-syntax={converted.transfer_syntax_uid}"
-                        ),
-                        chunks=part10_chunks(converted),
-                    )
         except PacsFailure:
             # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
             # whether the object exists before calling it a PACS failure.
-            if not delivered and not await _exists(pacs, keys):
+            if not delivered and not await exists(pacs, keys):
                 raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
             raise
+
+    async def _part(self, handle: object, selection: InstanceSelection) -> Part:
+        wanted = selection.transfer_syntax
+        try:
+            if isinstance(handle, CachedInstance) and wanted in (None,
+                                                                 handle.transfer_syntax_uid):
+                # The cache file is already the Part 10 file to send: no parsing at all.
+                body = await anyio.Path(handle.path).read_bytes()
+                return Part(_content_type(handle.transfer_syntax_uid), (body,))
+            instance = await anyio.to_thread.run_sync(as_retrieved, handle)
+        except FileNotFoundError:
+            raise CacheEvicted(EVICTED_MESSAGE) from None
+        converted = await self._convert(instance, selection)
+        return Part(_content_type(converted.transfer_syntax_uid), part10_chunks(converted))
 
     async def _convert(
         self, instance: RetrievedInstance, selection: InstanceSelection
@@ -94,3 +111,15 @@ class WadoService:
                 f"{uid.UID(instance.transfer_syntax_uid).name} and could not be converted to "
                 f"Explicit VR Little Endian ({exc}); ask with transfer-syntax=* to get it as stored"
             ) from exc
+
+
+def _content_type(transfer_syntax_uid: str) -> str:
+    return f"application/dicom; transfer-syntax={transfer_syntax_uid}"
+
+
+def as_retrieved(handle: object) -> RetrievedInstance:
+    """The instance's bytes, from the cache file or from memory (worker thread)."""
+    if isinstance(handle, MemoryInstance):
+        return handle.instance
+    assert isinstance(handle, CachedInstance)
+    return instance_from_file(handle.path)

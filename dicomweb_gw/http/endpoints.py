@@ -5,20 +5,31 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from dicomweb_gw.codecs.frames import parse_frame_list
 from dicomweb_gw.dicomweb.dicomjson import dumps
+from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
+from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.query import parse_query
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import Part, WadoService
+from dicomweb_gw.dicomweb.wado_metadata import MetadataService, absolute_bulk_uris
 from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.http.baseurl import base_url
 from dicomweb_gw.http.logfilter import StreamAborted
 from dicomweb_gw.http.multipart import MultipartWriter
-from dicomweb_gw.http.negotiation import negotiate_instances, negotiate_search
+from dicomweb_gw.http.negotiation import (
+    negotiate_instances,
+    negotiate_metadata,
+    negotiate_pixels,
+    negotiate_search,
+)
+from dicomweb_gw.http.ranges import parse_range
 from dicomweb_gw.model import QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -31,16 +42,24 @@ _SERIES = 0x0020000E
 _PATH_UIDS = (("study", "StudyInstanceUID", _STUDY), ("series", "SeriesInstanceUID", _SERIES))
 
 
+@dataclass(frozen=True)
+class Services:
+    qido: QidoService
+    wado: WadoService
+    metadata: MetadataService
+    pixels: PixelService
+
+
 class DicomWebApi:
     """The DICOMweb endpoints for one PACS node, mounted under ``prefix``."""
 
-    def __init__(
-        self, pacs: PacsClient, *, prefix: str, qido: QidoService, wado: WadoService
-    ) -> None:
+    def __init__(self, pacs: PacsClient, *, prefix: str, services: Services) -> None:
         self.pacs = pacs
         self.prefix = prefix
-        self._qido = qido
-        self._wado = wado
+        self._qido = services.qido
+        self._wado = services.wado
+        self._metadata = services.metadata
+        self._pixels = services.pixels
 
     # -- QIDO-RS ------------------------------------------------------------
     async def search_studies(self, request: Request) -> Response:
@@ -85,6 +104,47 @@ class DicomWebApi:
         return StreamingResponse(_stream(writer, first, parts, keys),
                                  media_type=None,
                                  headers={"Content-Type": writer.content_type})
+
+
+    async def metadata(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        negotiate_metadata(_accept(request))
+        body = await self._metadata.metadata(self.pacs, keys)
+        return Response(absolute_bulk_uris(body, base_url(request, self.prefix)),
+                        media_type="application/dicom+json")
+
+    async def frames(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        numbers = parse_frame_list(request.path_params["frames"])
+        wanted = negotiate_pixels(_accept(request))
+        parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
+        if not wanted.multipart and len(parts) == 1:
+            return Response(parts[0].chunks[0], media_type=parts[0].content_type)
+        writer = MultipartWriter(parts[0].content_type)
+        body = b"".join(chunk for part in parts
+                        for chunk in writer.part(part.content_type, part.chunks))
+        return Response(body + writer.close(), headers={"Content-Type": writer.content_type})
+
+    async def bulkdata(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        tag_path = tag_path_from_uri(request.path_params["tags"])
+        wanted = negotiate_pixels(_accept(request))
+        bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
+        size = bulk.location.length
+        byte_range = parse_range(request.headers.get("range"), size)
+        if byte_range is not None:
+            start, end = byte_range
+            data = await self._pixels.read(bulk, start, end + 1)
+            return Response(data, status_code=206, media_type=bulk.content_type,
+                            headers={"Content-Range": f"bytes {start}-{end}/{size}",
+                                     "Accept-Ranges": "bytes"})
+        data = await self._pixels.read(bulk)
+        if not wanted.multipart:
+            return Response(data, media_type=bulk.content_type,
+                            headers={"Accept-Ranges": "bytes"})
+        writer = MultipartWriter(bulk.content_type)
+        body = b"".join(writer.part(bulk.content_type, (data,))) + writer.close()
+        return Response(body, headers={"Content-Type": writer.content_type})
 
 
 async def _stream(

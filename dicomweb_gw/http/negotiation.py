@@ -11,10 +11,22 @@ from dataclasses import dataclass, field
 
 from pydicom import uid
 
-from dicomweb_gw.dicomweb.wado import InstanceSelection
+from dicomweb_gw.dicomweb.selection import (
+    FRAME_OFFER,
+    FrameOption,
+    InstanceSelection,
+    PixelRequest,
+)
 from dicomweb_gw.errors import BadRequest, NotAcceptable
 
-__all__ = ["MediaRange", "negotiate_instances", "negotiate_search", "parse_accept"]
+__all__ = [
+    "MediaRange",
+    "negotiate_instances",
+    "negotiate_metadata",
+    "negotiate_pixels",
+    "negotiate_search",
+    "parse_accept",
+]
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s"]*)')
@@ -110,6 +122,11 @@ def _instances_choice(media: MediaRange) -> InstanceSelection | None:
 
 def negotiate_search(accept: str | None) -> None:
     """QIDO-RS answers in DICOM JSON; 406 if the client accepts nothing like it."""
+    negotiate_metadata(accept)
+
+
+def negotiate_metadata(accept: str | None) -> None:
+    """Metadata and search results are DICOM JSON; XML is not offered."""
     if not accept or not accept.strip():
         return
     for media in parse_accept(accept):
@@ -118,3 +135,42 @@ def negotiate_search(accept: str | None) -> None:
             return
     raise NotAcceptable(f"cannot produce any media type in Accept '{accept}'; "
                         "available: application/dicom+json")
+
+
+_OCTET = "application/octet-stream"
+_PIXEL_TYPES = frozenset({_OCTET, "image/jpeg", "image/jls", "image/jp2", "image/jphc",
+                          "image/jpx", "image/dicom-rle", "image/x-dicom-rle"})
+
+
+def negotiate_pixels(accept: str | None) -> PixelRequest:
+    """Parse what a frames or bulkdata request accepts (PS3.18 8.7.3.3-8.7.3.5).
+
+    Which option wins depends on how the instance is stored, so the choice
+    itself is made once the instance is at hand (``choose``).
+    """
+    if not accept or not accept.strip():
+        return PixelRequest((FrameOption(_OCTET, None),), multipart=True)
+    options: list[FrameOption] = []
+    multipart = True
+    for media in parse_accept(accept):
+        if media.essence in ("*/*", "multipart/*"):
+            options.append(FrameOption(_OCTET, None))
+            continue
+        if media.essence == "multipart/related":
+            inner = parse_accept(media.params.get("type", _OCTET))
+            if len(inner) != 1 or inner[0].essence not in _PIXEL_TYPES:
+                continue
+            syntax = media.params.get("transfer-syntax") or inner[0].params.get("transfer-syntax")
+            options.append(FrameOption(_normal(inner[0].essence), syntax))
+        elif media.essence in _PIXEL_TYPES:
+            if not options:
+                multipart = False  # the client's first choice is a single-part body
+            options.append(FrameOption(_normal(media.essence), media.params.get("transfer-syntax")))
+    if not options:
+        raise NotAcceptable(f"cannot produce any media type in Accept '{accept}'; "
+                            f"available: {FRAME_OFFER}")
+    return PixelRequest(tuple(options), multipart)
+
+
+def _normal(media_type: str) -> str:
+    return "image/dicom-rle" if media_type == "image/x-dicom-rle" else media_type

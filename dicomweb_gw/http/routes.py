@@ -26,5 +26,13 @@ def dicomweb_routes(api: DicomWebApi) -> Mount:
               methods=["GET"]),
         Route("/studies/{study}/series/{series}/instances/{instance}", api.retrieve,
               methods=["GET"]),
+        Route("/studies/{study}/metadata", api.metadata, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/metadata", api.metadata, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{instance}/metadata", api.metadata,
+              methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+              api.frames, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tags:path}",
+              api.bulkdata, methods=["GET"]),
     ]
     return Mount(api.prefix, routes=routes)

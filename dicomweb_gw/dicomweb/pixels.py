@@ -1,0 +1,140 @@
+"""WADO-RS frames and bulk data, served from cached instance files.
+
+A frame request for an uncached instance retrieves just that instance, never
+the whole study; frames are cut from the file without decoding unless the
+client needs them uncompressed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from dicomweb_gw.cache.protocol import CachedInstance
+from dicomweb_gw.codecs.bulkdata import BulkLocation, locate, read_range
+from dicomweb_gw.codecs.frames import FrameReader
+from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, frame_media_type, part_content_type
+from dicomweb_gw.codecs.part10 import part10_chunks
+from dicomweb_gw.dicomweb.selection import PixelRequest, choose_pixels
+from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
+from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part, exists
+from dicomweb_gw.errors import NotFound, PacsFailure
+from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["BulkData", "PixelService"]
+
+_READERS = 64  # parsed files kept: a viewer asks for the frames of a few instances at a time
+
+
+@dataclass(frozen=True)
+class BulkData:
+    path: Path
+    location: BulkLocation
+    content_type: str
+    keep: CachedInstance | None  # keeps the cache entry referenced while serving
+
+
+class PixelService:
+    def __init__(self, source: InstanceSource, *, codec_threads: int = 2) -> None:
+        self._source = source
+        self._codec_limiter = anyio.CapacityLimiter(codec_threads)
+        self._readers: OrderedDict[tuple[Path, int], FrameReader] = OrderedDict()
+
+    async def frames(
+        self, pacs: PacsClient, keys: RetrieveKeys, numbers: Sequence[int], request: PixelRequest
+    ) -> list[Part]:
+        handle = await self._instance(pacs, keys)
+        with _evicted_as_503(), _on_disk(handle) as path:
+            reader = await anyio.to_thread.run_sync(self._reader, path)
+            syntax = reader.info.transfer_syntax_uid
+            as_stored, _ = choose_pixels(request, syntax, frame_media_type(syntax))
+            if as_stored:
+                content_type = part_content_type(syntax)
+                frames = await anyio.to_thread.run_sync(_stored, reader, numbers)
+            else:
+                content_type = part_content_type(NATIVE_FRAME_SYNTAX)
+                frames = await anyio.to_thread.run_sync(_native, reader, numbers,
+                                                        limiter=self._codec_limiter)
+        return [Part(content_type, (frame,)) for frame in frames]
+
+    async def bulkdata(
+        self, pacs: PacsClient, keys: RetrieveKeys, tag_path: Sequence[int | str],
+        request: PixelRequest,
+    ) -> BulkData:
+        handle = await self._instance(pacs, keys)
+        if not isinstance(handle, CachedInstance):
+            raise NotFound("bulk data of an instance the cache could not keep is not available")
+        location = await anyio.to_thread.run_sync(locate, handle.path, tag_path)
+        syntax = handle.transfer_syntax_uid
+        # Bulk data other than pixel data is never compressed: offer it as octet-stream.
+        is_pixels = list(tag_path) == [0x7FE00010]
+        stored_media = frame_media_type(syntax) if is_pixels else "application/octet-stream"
+        choose_pixels(request, syntax if is_pixels else NATIVE_FRAME_SYNTAX, stored_media)
+        content_type = part_content_type(syntax if is_pixels else NATIVE_FRAME_SYNTAX)
+        return BulkData(handle.path, location, content_type, handle)
+
+    async def read(self, bulk: BulkData, start: int = 0, end: int | None = None) -> bytes:
+        with _evicted_as_503():
+            return await anyio.to_thread.run_sync(read_range, bulk.path, bulk.location, start,
+                                                  end)
+
+    async def _instance(self, pacs: PacsClient, keys: RetrieveKeys) -> object:
+        try:
+            async with aclosing(self._source.instances(pacs, keys)) as landed:
+                async for item in landed:
+                    return item.handle
+        except PacsFailure:
+            if not await exists(pacs, keys):
+                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
+            raise
+        raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'")
+
+    def _reader(self, path: Path) -> FrameReader:
+        """A parsed reader per cache file, reused: a viewer asks frame by frame."""
+        key = (path, path.stat().st_mtime_ns)  # a re-cached file is parsed anew
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = FrameReader(path)
+            self._readers[key] = reader
+            while len(self._readers) > _READERS:
+                self._readers.popitem(last=False)
+        else:
+            self._readers.move_to_end(key)
+        return reader
+
+
+def _stored(reader: FrameReader, numbers: Sequence[int]) -> list[bytes]:
+    return [reader.stored(number) for number in numbers]
+
+
+def _native(reader: FrameReader, numbers: Sequence[int]) -> list[bytes]:
+    return [reader.native(number) for number in numbers]
+
+
+@contextmanager
+def _evicted_as_503() -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise CacheEvicted(EVICTED_MESSAGE) from None
+
+
+@contextmanager
+def _on_disk(handle: object) -> Iterator[Path]:
+    """A path to the instance: its cache file, or a temporary one for an uncached instance."""
+    if isinstance(handle, CachedInstance):
+        yield handle.path
+        return
+    assert isinstance(handle, MemoryInstance)
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as spill:
+        for chunk in part10_chunks(handle.instance):
+            spill.write(chunk)
+        spill.flush()
+        yield Path(spill.name)

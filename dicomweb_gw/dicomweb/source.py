@@ -1,0 +1,99 @@
+"""Where instances come from: the cache when it can answer alone, else the PACS.
+
+Every instance retrieved from the PACS goes into the cache first and is then
+served from there, so a warm request never touches the PACS and a crash
+never serves half an instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from io import BytesIO
+
+import anyio
+from pydicom import dcmread
+
+from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
+from dicomweb_gw.codecs.part10 import part10_chunks
+from dicomweb_gw.dicomweb.flights import Flight, FlightTable, Landed
+from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["InstanceSource", "MemoryInstance"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInstance:
+    """An instance the cache could not take (full disk): served from memory once."""
+
+    instance: RetrievedInstance
+
+
+class InstanceSource:
+    def __init__(self, store: Callable[[], InstanceStore], *, ttl: float) -> None:
+        # A factory: the store is opened (and reopened after a restart of the
+        # app's lifespan) by the composition root, not when services are built.
+        self._open_store = store
+        self._ttl = ttl
+        self.flights = FlightTable()
+
+    @property
+    def store(self) -> InstanceStore:
+        return self._open_store()
+
+    async def instances(self, pacs: PacsClient, keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
+        """Every instance under ``keys``, cached ones first-class, as soon as each is available."""
+        cached = await self._cached(keys)
+        if cached is not None:
+            for instance in cached:
+                yield _landed(instance)
+            return
+
+        async def produce(flight_keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
+            async with aclosing(pacs.retrieve(flight_keys)) as retrieved:
+                async for instance in retrieved:
+                    yield await anyio.to_thread.run_sync(self._keep, instance)
+
+        async def completed(flight: Flight) -> None:
+            if flight.keys.instance_uid is None and all(
+                isinstance(item.handle, CachedInstance) for item in flight.landed
+            ):
+                await anyio.to_thread.run_sync(
+                    self.store.mark_complete, flight.keys.study_uid, flight.keys.series_uid,
+                    [item.sop_instance_uid for item in flight.landed])
+
+        async with aclosing(self.flights.join(pacs.name, keys, produce, completed)) as landed:
+            async for item in landed:
+                yield item
+
+    async def _cached(self, keys: RetrieveKeys) -> list[CachedInstance] | None:
+        if keys.instance_uid is not None:
+            hit = await anyio.to_thread.run_sync(self.store.get, keys.instance_uid)
+            if hit is None or hit.study_uid != keys.study_uid or (
+                keys.series_uid is not None and hit.series_uid != keys.series_uid
+            ):
+                return None
+            return [hit]
+        return await anyio.to_thread.run_sync(
+            self.store.complete, keys.study_uid, keys.series_uid, self._ttl)
+
+    def _keep(self, instance: RetrievedInstance) -> Landed:
+        """Put a retrieved instance into the cache (worker thread)."""
+        try:
+            return _landed(self.store.put(instance))
+        except (CacheFull, InvalidInstance) as exc:
+            log.warning("serving %s without caching it: %s", instance.sop_instance_uid, exc)
+            header = dcmread(BytesIO(b"".join(part10_chunks(instance))), stop_before_pixels=True,
+                             specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+            return Landed(str(header.get("StudyInstanceUID", "")),
+                          str(header.get("SeriesInstanceUID", "")),
+                          instance.sop_instance_uid, MemoryInstance(instance))
+
+
+def _landed(instance: CachedInstance) -> Landed:
+    return Landed(instance.study_uid, instance.series_uid, instance.sop_instance_uid, instance)

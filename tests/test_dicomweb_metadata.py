@@ -1,0 +1,225 @@
+"""Unit tests for dicomweb_gw.dicomweb.metadata: DICOM JSON with BulkDataURIs from files."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom.filereader
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_charset_files, get_testdata_file
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+from dicomweb_gw.codecs.bulkdata import locate, read_range
+from dicomweb_gw.dicomweb.metadata import (
+    BULK_THRESHOLD,
+    instance_metadata,
+    tag_path_from_uri,
+)
+from dicomweb_gw.errors import BadRequest
+
+BASE = "studies/1.2/series/3.4/instances/5.6"
+PRIVATE_OB = 0x00091010
+
+
+def sample(name: str) -> Path:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return Path(str(path))
+
+
+def write(directory: Path, ds: Dataset, *, implicit: bool = False) -> Path:
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def bulk_uris(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "BulkDataURI" in node:
+            yield node["BulkDataURI"]
+        for value in node.values():
+            yield from bulk_uris(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from bulk_uris(value)
+
+
+@pytest.fixture
+def nested(tmp_path: Path) -> tuple[Path, Dataset]:
+    ds = Dataset()
+    ds.PatientName = "Nested^Test"
+    ds.add_new(0x00090010, "LO", "GW TEST")
+    ds.add_new(PRIVATE_OB, "OB", b"\x01\x02\x03\x04")
+    items = []
+    for size in (2000, 16):
+        item = Dataset()
+        item.add_new(0x00181072, "TM", "120000")
+        item.add_new(0x00420011, "OB", os.urandom(size))
+        items.append(item)
+    ds.RadiopharmaceuticalInformationSequence = Sequence(items)
+    ds.PixelData = os.urandom(4096)
+    ds["PixelData"].VR = "OB"
+    return write(tmp_path, ds), ds
+
+
+@pytest.fixture
+def deferred_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Tags whose deferred (large) values pydicom went back to the file for."""
+    tags: list[int] = []
+    read_deferred = pydicom.filereader.read_deferred_data_element
+
+    def spy(*args: Any, **kwargs: Any) -> RawDataElement:
+        element = read_deferred(*args, **kwargs)
+        tags.append(int(element.tag))
+        return element
+
+    monkeypatch.setattr(pydicom.filereader, "read_deferred_data_element", spy)
+    return tags
+
+
+def test_multiframe_instance(deferred_reads: list[int]) -> None:
+    path = sample("emri_small.dcm")
+    result = instance_metadata(path, BASE)
+    assert 0x7FE00010 not in deferred_reads  # pixel data was never read
+    assert result["7FE00010"] == {"vr": "OW", "BulkDataURI": f"{BASE}/bulkdata/7FE00010"}
+    assert not [key for key in result if key.startswith("0002")]  # no File Meta
+    assert result["00280008"] == {"vr": "IS", "Value": [10]}
+    assert result["00280010"] == {"vr": "US", "Value": [64]}
+    assert result["00180088"]["Value"] == [1.2]  # DS as a number
+    assert result["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
+    assert list(result) == sorted(result)
+    assert "InlineBinary" not in str(result)
+
+
+def test_person_name_is_an_object() -> None:
+    result = instance_metadata(sample("CT_small.dcm"), BASE)
+    assert result["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]}
+    assert result["00200032"]["Value"] == [-158.135803, -179.035797, -75.699997]
+
+
+def test_character_set_is_decoded_and_restated() -> None:
+    paths = get_charset_files("chrRuss.dcm")
+    if not paths:
+        pytest.skip("pydicom charset test files are not installed")
+    path = Path(paths[0])
+    result = instance_metadata(path, BASE)
+    assert result["00080005"]["Value"] == ["ISO_IR 192"]
+    name = result["00100010"]["Value"][0]["Alphabetic"]
+    assert name == str(dcmread(path).PatientName)  # decoded from ISO_IR 144 by pydicom
+    assert "\u041b\u044e\u043a" in name  # Cyrillic "Lyuk", not mojibake
+
+
+@pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_compressed_pixel_data(name: str) -> None:
+    path = sample(name)
+    # the VR as the file has it (pydicom's J2K sample says OW, against PS3.5 A.4)
+    stored_vr = dcmread(path, defer_size=64).get_item(0x7FE00010, keep_deferred=True).VR
+    result = instance_metadata(path, BASE)
+    assert result["7FE00010"] == {"vr": stored_vr, "BulkDataURI": f"{BASE}/bulkdata/7FE00010"}
+
+
+def test_implicit_vr_pixel_data_is_ow(tmp_path: Path) -> None:
+    ds = Dataset()
+    ds.BitsAllocated = 8
+    ds.PixelData = os.urandom(2048)
+    result = instance_metadata(write(tmp_path, ds, implicit=True), BASE)
+    assert result["7FE00010"]["vr"] == "OW"
+
+
+def test_small_and_nested_binary_values(nested: tuple[Path, Dataset]) -> None:
+    path, _ = nested
+    result = instance_metadata(path, BASE)
+    assert result["00091010"] == {
+        "vr": "OB",
+        "InlineBinary": base64.b64encode(b"\x01\x02\x03\x04").decode(),
+    }
+    items = result["00540016"]["Value"]
+    assert items[0]["00420011"] == {
+        "vr": "OB",
+        "BulkDataURI": f"{BASE}/bulkdata/00540016/0/00420011",
+    }
+    assert list(items[0]) == ["00181072", "00420011"]  # tag order kept after insertion
+    assert "InlineBinary" in items[1]["00420011"]  # 16 bytes stay inline
+    assert items[1]["00181072"]["Value"] == ["120000"]
+
+
+def test_every_bulk_uri_resolves_to_the_value(nested: tuple[Path, Dataset]) -> None:
+    path, original = nested
+    result = instance_metadata(path, BASE)
+    uris = sorted(bulk_uris(result))
+    assert uris == [f"{BASE}/bulkdata/00540016/0/00420011", f"{BASE}/bulkdata/7FE00010"]
+    expected = [
+        original.RadiopharmaceuticalInformationSequence[0].EncapsulatedDocument,
+        original.PixelData,
+    ]
+    for uri, value in zip(uris, expected, strict=True):
+        tag_path = tag_path_from_uri(uri.removeprefix(f"{BASE}/bulkdata/"))
+        assert read_range(path, locate(path, tag_path)) == value
+
+
+def test_threshold_boundary(tmp_path: Path, deferred_reads: list[int]) -> None:
+    ds = Dataset()
+    ds.add_new(0x00090010, "LO", "GW TEST")
+    ds.add_new(0x00091010, "OB", b"\x00" * BULK_THRESHOLD)
+    ds.add_new(0x00091011, "OB", b"\x00" * (BULK_THRESHOLD + 2))
+    ds.add_new(0x00091012, "UN", b"\x00" * (BULK_THRESHOLD + 2))
+    ds.add_new(0x00091013, "LT", "x" * 3000)  # long but not binary: stays a value
+    result = instance_metadata(write(tmp_path, ds), BASE)
+    assert "InlineBinary" in result["00091010"]
+    assert result["00091011"] == {"vr": "OB", "BulkDataURI": f"{BASE}/bulkdata/00091011"}
+    assert result["00091012"] == {"vr": "UN", "BulkDataURI": f"{BASE}/bulkdata/00091012"}
+    assert result["00091013"]["Value"] == ["x" * 3000]
+    assert deferred_reads == [0x00091013]  # the spy works: only the long text was read back
+
+
+def test_small_pixel_data_is_still_bulk(tmp_path: Path) -> None:
+    ds = Dataset()
+    ds.PixelData = b"\x00\x01"
+    ds["PixelData"].VR = "OB"
+    result = instance_metadata(write(tmp_path, ds), BASE)
+    assert result["7FE00010"] == {"vr": "OB", "BulkDataURI": f"{BASE}/bulkdata/7FE00010"}
+
+
+def test_metadata_of_a_real_compressed_multiframe_matches_dcmread() -> None:
+    path = sample("examples_ybr_color.dcm")
+    result = instance_metadata(path, BASE)
+    ds = dcmread(path, stop_before_pixels=True)
+    expected = {f"{element.tag:08X}" for element in ds if element.tag.element}
+    assert set(result) == expected | {"7FE00010"}
+    assert result["00280004"]["Value"] == ["YBR_FULL_422"]
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [
+        ("7FE00010", [0x7FE00010]),
+        ("7fe00010", [0x7FE00010]),
+        ("00540016/0/00181072", [0x00540016, 0, 0x00181072]),
+        ("00540016/12/00880200/1/00420011", [0x00540016, 12, 0x00880200, 1, 0x00420011]),
+    ],
+)
+def test_tag_path_from_uri(segment: str, expected: list[int | str]) -> None:
+    assert tag_path_from_uri(segment) == expected
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["", "7FE0001", "7FE000100", "GGGG0010", "00540016/0", "00540016/x/00181072",
+     "00540016/-1/00181072", "00540016//00181072", "/7FE00010", "7FE00010/"],
+)
+def test_tag_path_from_uri_rejects(segment: str) -> None:
+    with pytest.raises(BadRequest):
+        tag_path_from_uri(segment)

@@ -1,0 +1,123 @@
+"""WADO-RS metadata and bulk data through the gateway, cold and warm, on real PACS."""
+
+from __future__ import annotations
+
+import httpx
+import pydicom
+import pytest
+
+from corpus import Corpus
+from gateway_fixtures import RunningGateway
+from multipart_helpers import parse_multipart
+
+pytestmark = pytest.mark.pacs
+JSON = {"Accept": "application/dicom+json"}
+# What OHIF sends for metadata when bulk data is enabled.
+OHIF_METADATA = {"Accept": "application/dicom+json, multipart/related; "
+                           "type=application/octet-stream; transfer-syntax=*"}
+
+
+def _value(item: dict, tag: str) -> object:
+    return item[tag]["Value"][0]
+
+
+@pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
+def test_series_metadata_has_geometry_and_bulk_uris(gateway: RunningGateway, corpus: Corpus,
+                                                    node: str) -> None:
+    study = corpus.study("big_ct")
+    series = study.series[0]
+    url = f"{gateway.dicomweb(node)}/studies/{study.study_uid}/series/{series.series_uid}"
+    response = httpx.get(f"{url}/metadata", headers=OHIF_METADATA, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    items = response.json()
+    assert len(items) == 100
+    by_uid = {_value(i, "00080018"): i for i in items}
+    assert set(by_uid) == {i.sop_instance_uid for i in series.instances}
+    one = series.instances[7]
+    item = by_uid[one.sop_instance_uid]
+    source = pydicom.dcmread(one.path, stop_before_pixels=True)
+    assert item["00200032"]["Value"] == [float(v) for v in source.ImagePositionPatient]
+    assert item["00280030"]["Value"] == [float(v) for v in source.PixelSpacing]
+    assert _value(item, "00280010") == source.Rows
+    assert isinstance(_value(item, "00281052"), int | float)  # RescaleIntercept is a number
+    assert "InlineBinary" not in item["7FE00010"]
+    assert item["7FE00010"]["BulkDataURI"] == (
+        f"{url}/instances/{one.sop_instance_uid}/bulkdata/7FE00010")
+
+
+def test_bulk_data_uri_resolves_to_the_pixel_data(gateway: RunningGateway,
+                                                  corpus: Corpus) -> None:
+    study = corpus.study("ct_small")
+    series = study.series[-1]
+    base = gateway.dicomweb("orthanc")
+    items = httpx.get(f"{base}/studies/{study.study_uid}/series/{series.series_uid}/metadata",
+                      headers=JSON, timeout=60).json()
+    item = items[0]
+    pixels = pydicom.dcmread(corpus.instance(_value(item, "00080018")).path).PixelData
+    uri = item["7FE00010"]["BulkDataURI"]
+    multipart = httpx.get(uri, timeout=30)
+    assert multipart.status_code == 200
+    (part,) = parse_multipart(multipart.headers["content-type"], multipart.content)
+    assert part.body == pixels
+    assert part.headers["content-type"].startswith("application/octet-stream")
+    single = httpx.get(uri, headers={"Accept": "application/octet-stream"}, timeout=30)
+    assert single.content == pixels
+    ranged = httpx.get(uri, headers={"Accept": "application/octet-stream",
+                                     "Range": "bytes=10-19"}, timeout=30)
+    assert ranged.status_code == 206
+    assert ranged.content == pixels[10:20]
+    assert ranged.headers["content-range"] == f"bytes 10-19/{len(pixels)}"
+
+
+def test_bulk_data_uris_follow_forwarded_headers(gateway: RunningGateway, corpus: Corpus) -> None:
+    study = corpus.study("ct_small")
+    series = study.series[0]
+    url = (f"{gateway.dicomweb('orthanc')}/studies/{study.study_uid}/series/"
+           f"{series.series_uid}/metadata")
+    response = httpx.get(url, headers={**JSON, "X-Forwarded-Proto": "https",
+                                       "X-Forwarded-Host": "pacs.example.org",
+                                       "X-Forwarded-Prefix": "/gw"}, timeout=60)
+    uri = response.json()[0]["7FE00010"]["BulkDataURI"]
+    assert uri.startswith("https://pacs.example.org/gw/pacs/orthanc/dicom-web/studies/")
+
+
+def test_study_and_instance_metadata(gateway: RunningGateway, corpus: Corpus) -> None:
+    study = corpus.study("ct_small")
+    base = f"{gateway.dicomweb('dcmqrscp')}/studies/{study.study_uid}"
+    items = httpx.get(f"{base}/metadata", headers=JSON, timeout=60).json()
+    assert {_value(i, "00080018") for i in items} == {i.sop_instance_uid for i in study.instances}
+    series = study.series[-1]
+    one = series.instances[0]
+    (item,) = httpx.get(
+        f"{base}/series/{series.series_uid}/instances/{one.sop_instance_uid}/metadata",
+        headers=JSON, timeout=60).json()
+    assert _value(item, "0020000E") == series.series_uid
+
+
+def test_warm_series_metadata_does_not_touch_the_pacs(gateway: RunningGateway,
+                                                      corpus: Corpus) -> None:
+    study = corpus.study("mr_implicit")
+    series = study.series[0]
+    url = (f"{gateway.dicomweb('dcmqrscp')}/studies/{study.study_uid}/series/"
+           f"{series.series_uid}/metadata")
+    cold = httpx.get(url, headers=JSON, timeout=60)
+    started = gateway.flights_started("dcmqrscp")
+    warm = httpx.get(url, headers=JSON, timeout=60)
+    assert warm.status_code == cold.status_code == 200
+    assert warm.json() == cold.json()
+    assert gateway.flights_started("dcmqrscp") == started
+
+
+def test_unknown_series_metadata_is_404(gateway: RunningGateway, corpus: Corpus) -> None:
+    study = corpus.study("ct_small")
+    url = f"{gateway.dicomweb('orthanc')}/studies/{study.study_uid}/series/1.2.3.999/metadata"
+    response = httpx.get(url, headers=JSON, timeout=60)
+    assert response.status_code == 404
+
+
+def test_metadata_as_xml_is_406(gateway: RunningGateway, corpus: Corpus) -> None:
+    study = corpus.study("ct_small")
+    response = httpx.get(f"{gateway.dicomweb()}/studies/{study.study_uid}/metadata",
+                         headers={"Accept": "multipart/related; type=application/dicom+xml"})
+    assert response.status_code == 406
