@@ -121,3 +121,23 @@ def test_metadata_as_xml_is_406(gateway: RunningGateway, corpus: Corpus) -> None
     response = httpx.get(f"{gateway.dicomweb()}/studies/{study.study_uid}/metadata",
                          headers={"Accept": "multipart/related; type=application/dicom+xml"})
     assert response.status_code == 406
+
+
+def test_compressed_pixel_data_bulk_uri_gives_its_frames(gateway: RunningGateway,
+                                                         corpus: Corpus) -> None:
+    study = corpus.study("mr_multiframe_compressed")
+    series = study.series[0]
+    instance = series.instances[1]  # JPEG-LS lossless, 10 frames
+    base = f"{gateway.dicomweb('orthanc')}/studies/{study.study_uid}/series/{series.series_uid}"
+    (item,) = httpx.get(f"{base}/instances/{instance.sop_instance_uid}/metadata",
+                        headers=JSON, timeout=60).json()
+    response = httpx.get(item["7FE00010"]["BulkDataURI"],
+                         headers={"Accept": "multipart/related; type=image/jls"}, timeout=60)
+    assert response.status_code == 200, response.text
+    parts = parse_multipart(response.headers["content-type"], response.content)
+    from pydicom.encaps import generate_frames
+    expected = list(generate_frames(pydicom.dcmread(instance.path).PixelData,
+                                    number_of_frames=10))
+    assert [p.body for p in parts] == expected
+    assert {p.headers["content-type"] for p in parts} == {
+        f"image/jls; transfer-syntax={instance.transfer_syntax_uid}"}

@@ -19,7 +19,12 @@ import anyio
 from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.codecs.bulkdata import BulkLocation, locate, read_range
 from dicomweb_gw.codecs.frames import FrameReader
-from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, frame_media_type, part_content_type
+from dicomweb_gw.codecs.mediatypes import (
+    NATIVE_FRAME_SYNTAX,
+    frame_media_type,
+    is_native_syntax,
+    part_content_type,
+)
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.dicomweb.selection import PixelRequest, choose_pixels
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
@@ -30,6 +35,7 @@ from dicomweb_gw.pacs.protocol import PacsClient
 
 __all__ = ["BulkData", "PixelService"]
 
+PIXEL_DATA = 0x7FE00010
 _READERS = 64  # parsed files kept: a viewer asks for the frames of a few instances at a time
 
 
@@ -67,18 +73,25 @@ class PixelService:
     async def bulkdata(
         self, pacs: PacsClient, keys: RetrieveKeys, tag_path: Sequence[int | str],
         request: PixelRequest,
-    ) -> BulkData:
+    ) -> BulkData | list[Part]:
+        """One element's value; compressed pixel data comes as its frames instead.
+
+        Encapsulated pixel data is item-encoded (offset table, fragments): no
+        client could use those bytes, so it is served frame by frame, labelled
+        with the media type of each frame, as for the frames resource.
+        """
         handle = await self._instance(pacs, keys)
         if not isinstance(handle, CachedInstance):
             raise NotFound("bulk data of an instance the cache could not keep is not available")
-        location = await anyio.to_thread.run_sync(locate, handle.path, tag_path)
         syntax = handle.transfer_syntax_uid
-        # Bulk data other than pixel data is never compressed: offer it as octet-stream.
-        is_pixels = list(tag_path) == [0x7FE00010]
-        stored_media = frame_media_type(syntax) if is_pixels else "application/octet-stream"
-        choose_pixels(request, syntax if is_pixels else NATIVE_FRAME_SYNTAX, stored_media)
-        content_type = part_content_type(syntax if is_pixels else NATIVE_FRAME_SYNTAX)
-        return BulkData(handle.path, location, content_type, handle)
+        if list(tag_path) == [PIXEL_DATA] and not is_native_syntax(syntax):
+            reader = await anyio.to_thread.run_sync(self._reader, handle.path)
+            numbers = range(1, reader.info.number_of_frames + 1)
+            return await self.frames(pacs, keys, numbers, request)
+        location = await anyio.to_thread.run_sync(locate, handle.path, tag_path)
+        # Native bulk data is sent as it is in the file: octet-stream, little endian.
+        choose_pixels(request, NATIVE_FRAME_SYNTAX, "application/octet-stream")
+        return BulkData(handle.path, location, part_content_type(NATIVE_FRAME_SYNTAX), handle)
 
     async def read(self, bulk: BulkData, start: int = 0, end: int | None = None) -> bytes:
         with _evicted_as_503():

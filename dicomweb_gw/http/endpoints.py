@@ -118,18 +118,15 @@ class DicomWebApi:
         numbers = parse_frame_list(request.path_params["frames"])
         wanted = negotiate_pixels(_accept(request))
         parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
-        if not wanted.multipart and len(parts) == 1:
-            return Response(parts[0].chunks[0], media_type=parts[0].content_type)
-        writer = MultipartWriter(parts[0].content_type)
-        body = b"".join(chunk for part in parts
-                        for chunk in writer.part(part.content_type, part.chunks))
-        return Response(body + writer.close(), headers={"Content-Type": writer.content_type})
+        return _parts_response(parts, wanted.multipart)
 
     async def bulkdata(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
         tag_path = tag_path_from_uri(request.path_params["tags"])
         wanted = negotiate_pixels(_accept(request))
         bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
+        if isinstance(bulk, list):  # compressed pixel data: its frames
+            return _parts_response(bulk, wanted.multipart)
         size = bulk.location.length
         byte_range = parse_range(request.headers.get("range"), size)
         if byte_range is not None:
@@ -145,6 +142,16 @@ class DicomWebApi:
         writer = MultipartWriter(bulk.content_type)
         body = b"".join(writer.part(bulk.content_type, (data,))) + writer.close()
         return Response(body, headers={"Content-Type": writer.content_type})
+
+
+def _parts_response(parts: list[Part], multipart: bool) -> Response:
+    """Frames as one multipart body, or a bare single part when the client asked for that."""
+    if not multipart and len(parts) == 1:
+        return Response(parts[0].chunks[0], media_type=parts[0].content_type)
+    writer = MultipartWriter(parts[0].content_type)
+    body = b"".join(chunk for part in parts
+                    for chunk in writer.part(part.content_type, part.chunks))
+    return Response(body + writer.close(), headers={"Content-Type": writer.content_type})
 
 
 async def _stream(
