@@ -34,7 +34,7 @@ from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs import contexts
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
 from dicomweb_gw.pacs.sink import InstanceSink
-from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
+from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 from dicomweb_gw.pacs.status import CANCELLED, PENDING, SUCCESS, failure_for_status
 from dicomweb_gw.pacs.storescp import MoveReceiver
 from dicomweb_gw.settings import PacsNode
@@ -254,10 +254,17 @@ class DimsePacsClient:
         query.QueryRetrieveLevel = level.value
         self._find(query, channel.put, stop=lambda: channel.cancelled)
 
-    def _collect(self, query: Dataset) -> list[Dataset]:
-        """A whole C-FIND into a list: for the gateway's own small look-ups."""
+    def _collect(self, query: Dataset, *, first_only: bool = False) -> list[Dataset]:
+        """A C-FIND into a list, for the gateway's own look-ups; ``first_only``
+        C-CANCELs it after the first match."""
         results: list[Dataset] = []
-        self._find(query, results.append, stop=lambda: False)
+
+        def keep(dataset: Dataset) -> None:
+            if first_only and results:
+                raise Cancelled
+            results.append(dataset)
+
+        self._find(query, keep, stop=lambda: first_only and bool(results))
         return results
 
     def _find(
@@ -340,7 +347,7 @@ class DimsePacsClient:
         requested, roles = contexts.get_contexts(classes)
         sink = InstanceSink(channel)
         assoc = self._associate(requested, ext_neg=roles,
-                                handlers=[(evt.EVT_C_STORE, sink.on_store)])
+                                handlers=[(evt.EVT_C_STORE, sink.on_store), FAST_POLL_HANDLER])
         try:
             model, identifier = self._retrieve_request(assoc, contexts.GET_MODELS, keys, "C-GET")
             msg_id = self._next_message_id()
@@ -354,7 +361,7 @@ class DimsePacsClient:
             raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
         sink = InstanceSink(channel)
         with self._receiver.expect(keys, sink) as msg_id:
-            assoc = self._associate(contexts.move_contexts())
+            assoc = self._associate(contexts.move_contexts(), handlers=[FAST_POLL_HANDLER])
             try:
                 model, identifier = self._retrieve_request(assoc, contexts.MOVE_MODELS, keys,
                                                            "C-MOVE")
@@ -427,16 +434,32 @@ class DimsePacsClient:
     def _discover_sop_classes(self, keys: RetrieveKeys) -> list[str]:
         """Ask the PACS which SOP classes a C-GET will return, to propose just those.
 
-        Not every PACS answers an IMAGE-level query (dcmqrscp needs the series
-        UID, and omits SOP Class UID): the common classes are the fallback.
+        One instance per series is enough (a series holds one kind of object in
+        practice), and asking for every instance of a large series costs more
+        than the retrieve itself: each series' IMAGE query is cancelled after
+        its first answer. Not every PACS answers an IMAGE-level query (dcmqrscp
+        needs the series UID, and omits SOP Class UID): the common classes are
+        the fallback.
         """
-        query = _retrieve_identifier(keys)
-        query.QueryRetrieveLevel = QueryLevel.IMAGE.value
-        query.SOPClassUID = ""
-        query.SOPInstanceUID = keys.instance_uid or ""
         try:
-            return sorted({str(ds.SOPClassUID) for ds in self._collect(query)
-                           if ds.get("SOPClassUID")})
+            if keys.series_uid is not None:
+                series_uids = [keys.series_uid]
+            else:
+                query = _retrieve_identifier(keys)
+                query.QueryRetrieveLevel = QueryLevel.SERIES.value
+                query.SeriesInstanceUID = ""
+                series_uids = [str(ds.SeriesInstanceUID) for ds in self._collect(query)
+                               if ds.get("SeriesInstanceUID")]
+            found: set[str] = set()
+            for series_uid in series_uids:
+                query = _retrieve_identifier(RetrieveKeys(keys.study_uid, series_uid,
+                                                          keys.instance_uid))
+                query.QueryRetrieveLevel = QueryLevel.IMAGE.value
+                query.SOPClassUID = ""
+                query.SOPInstanceUID = keys.instance_uid or ""
+                found.update(str(ds.SOPClassUID) for ds in self._collect(query, first_only=True)
+                             if ds.get("SOPClassUID"))
+            return sorted(found)
         except PacsError as exc:
             log.debug("SOP class discovery failed on '%s': %s", self._node.name, exc)
             return []

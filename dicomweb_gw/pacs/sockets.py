@@ -13,7 +13,7 @@ from typing import Any
 
 from pynetdicom import evt
 
-__all__ = ["NODELAY_HANDLER", "set_nodelay"]
+__all__ = ["FAST_POLL_HANDLER", "NODELAY_HANDLER", "poll_fast", "set_nodelay"]
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +29,19 @@ def set_nodelay(event: Any) -> None:
 
 
 NODELAY_HANDLER = (evt.EVT_CONN_OPEN, set_nodelay)
+
+#: pynetdicom's reactor sleeps this long whenever it finds nothing to do. Its
+#: default of 1 ms adds up over the several hand-offs of every C-STORE: 600
+#: small instances took 2.1 s with it and 1.5 s with 0.1 ms. The shorter sleep
+#: costs CPU while an association idles, so only transfer associations get it.
+TRANSFER_POLL_SECONDS = 0.0001
+
+
+def poll_fast(event: Any) -> None:
+    """``evt.EVT_CONN_OPEN`` handler for associations that carry instances."""
+    dul = event.assoc.dul
+    if hasattr(dul, "_run_loop_delay"):  # a private attribute: skip if pynetdicom drops it
+        dul._run_loop_delay = TRANSFER_POLL_SECONDS
+
+
+FAST_POLL_HANDLER = (evt.EVT_CONN_OPEN, poll_fast)

@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.contexts import VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
-from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
+from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 
 __all__ = ["MoveReceiver"]
 
@@ -70,7 +70,7 @@ class MoveReceiver:
         self._server = ae.start_server(
             (self._host, self._port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store), NODELAY_HANDLER],
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), NODELAY_HANDLER, FAST_POLL_HANDLER],
         )
         log.info("storage SCP for C-MOVE listening on %s as %s", self.address, self.ae_title)
 
