@@ -8,6 +8,7 @@ client needs them uncompressed.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import aclosing, contextmanager
@@ -52,23 +53,43 @@ class PixelService:
         self._source = source
         self._codec_limiter = anyio.CapacityLimiter(codec_threads)
         self._readers: OrderedDict[tuple[Path, int], FrameReader] = OrderedDict()
+        self._readers_lock = threading.Lock()
 
     async def frames(
         self, pacs: PacsClient, keys: RetrieveKeys, numbers: Sequence[int], request: PixelRequest
     ) -> list[Part]:
+        # The warm path (the viewer's frame after frame) in one thread hop:
+        # cache look-up, parsed file, frame bytes.
+        with _evicted_as_503():
+            warm = await anyio.to_thread.run_sync(self._warm_frames, keys, numbers, request)
+        if warm is not None:
+            return warm
         handle = await self._instance(pacs, keys)
         with _evicted_as_503(), _on_disk(handle) as path:
             reader = await anyio.to_thread.run_sync(self._reader, path)
             syntax = reader.info.transfer_syntax_uid
             as_stored, _ = choose_pixels(request, syntax, frame_media_type(syntax))
             if as_stored:
-                content_type = part_content_type(syntax)
-                frames = await anyio.to_thread.run_sync(_stored, reader, numbers)
-            else:
-                content_type = part_content_type(NATIVE_FRAME_SYNTAX)
-                frames = await anyio.to_thread.run_sync(_native, reader, numbers,
-                                                        limiter=self._codec_limiter)
-        return [Part(content_type, (frame,)) for frame in frames]
+                return _parts(part_content_type(syntax),
+                              await anyio.to_thread.run_sync(_stored, reader, numbers))
+            frames = await anyio.to_thread.run_sync(_native, reader, numbers,
+                                                    limiter=self._codec_limiter)
+            return _parts(part_content_type(NATIVE_FRAME_SYNTAX), frames)
+
+    def _warm_frames(
+        self, keys: RetrieveKeys, numbers: Sequence[int], request: PixelRequest
+    ) -> list[Part] | None:
+        """Stored frames of a cached instance (worker thread); None to take the general path."""
+        assert keys.instance_uid is not None
+        cached = self._source.store.get(keys.instance_uid)
+        if cached is None or cached.study_uid != keys.study_uid:
+            return None
+        reader = self._reader(cached.path)
+        syntax = reader.info.transfer_syntax_uid
+        as_stored, _ = choose_pixels(request, syntax, frame_media_type(syntax))
+        if not as_stored:
+            return None  # decoding goes through the codec limiter
+        return _parts(part_content_type(syntax), _stored(reader, numbers))
 
     async def bulkdata(
         self, pacs: PacsClient, keys: RetrieveKeys, tag_path: Sequence[int | str],
@@ -112,15 +133,21 @@ class PixelService:
     def _reader(self, path: Path) -> FrameReader:
         """A parsed reader per cache file, reused: a viewer asks frame by frame."""
         key = (path, path.stat().st_mtime_ns)  # a re-cached file is parsed anew
-        reader = self._readers.get(key)
-        if reader is None:
-            reader = FrameReader(path)
+        with self._readers_lock:  # called from several worker threads at once
+            reader = self._readers.get(key)
+            if reader is not None:
+                self._readers.move_to_end(key)
+                return reader
+        reader = FrameReader(path)
+        with self._readers_lock:
             self._readers[key] = reader
             while len(self._readers) > _READERS:
                 self._readers.popitem(last=False)
-        else:
-            self._readers.move_to_end(key)
         return reader
+
+
+def _parts(content_type: str, frames: list[bytes]) -> list[Part]:
+    return [Part(content_type, (frame,)) for frame in frames]
 
 
 def _stored(reader: FrameReader, numbers: Sequence[int]) -> list[bytes]:
