@@ -16,7 +16,9 @@ from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
+from dicomweb_gw.dicomweb.rendered import RenderService
 from dicomweb_gw.dicomweb.source import InstanceSource
+from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService
@@ -139,8 +141,11 @@ def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
     """Lazy about the store: it is opened at start-up, not when the app is built."""
     ttl = gateway.settings.cache_ttl
     source = InstanceSource(lambda: gateway.store(node), ttl=ttl)
+    pixels = PixelService(source)
     return Services(qido=qido, wado=WadoService(source),
-                    metadata=MetadataService(source, ttl=ttl), pixels=PixelService(source))
+                    metadata=MetadataService(source, ttl=ttl), pixels=pixels,
+                    render=RenderService(pixels), stow=StowService(lambda: gateway.store(node)),
+                    upload_max_bytes=gateway.settings.upload_max_bytes)
 
 
 def _purge_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:

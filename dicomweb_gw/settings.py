@@ -78,6 +78,8 @@ class Settings:
     #: Seconds a cached series counts as complete. Instances never change, but a
     #: PACS can receive more of them: after this, a series is asked for again.
     cache_ttl: float = 300.0
+    #: Largest STOW-RS request body (413 beyond); uploads are spooled to disk, not memory.
+    upload_max_bytes: int = 2 * 1000**3
     #: Upper bound on QIDO results per request (the client's limit is capped to it).
     qido_max_results: int = 1000
 
@@ -111,7 +113,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_toml(data: Mapping[str, Any]) -> Settings:
     known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
-             "cache_ttl", "qido_max_results", "default_pacs", "pacs"}
+             "cache_ttl", "upload_max_bytes", "qido_max_results", "default_pacs", "pacs"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -132,6 +134,9 @@ def _from_toml(data: Mapping[str, Any]) -> Settings:
     if "cache_max_bytes" in data:
         settings = replace(settings,
                            cache_max_bytes=_size("cache_max_bytes", data["cache_max_bytes"]))
+    if "upload_max_bytes" in data:
+        settings = replace(settings, upload_max_bytes=_size("upload_max_bytes",
+                                                            data["upload_max_bytes"]))
     if "cache_ttl" in data:
         settings = replace(settings, cache_ttl=_positive_float("cache_ttl", data["cache_ttl"]))
     if "qido_max_results" in data:
@@ -178,6 +183,9 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         settings = replace(settings, cache_dir=Path(value).expanduser())
     if (value := var("CACHE_MAX_BYTES")) is not None:
         settings = replace(settings, cache_max_bytes=_size(ENV_PREFIX + "CACHE_MAX_BYTES", value))
+    if (value := var("UPLOAD_MAX_BYTES")) is not None:
+        settings = replace(settings, upload_max_bytes=_size(ENV_PREFIX + "UPLOAD_MAX_BYTES",
+                                                            value))
     if (value := var("CACHE_TTL")) is not None:
         settings = replace(settings, cache_ttl=_positive_float(ENV_PREFIX + "CACHE_TTL", value))
     if (value := var("QIDO_MAX_RESULTS")) is not None:

@@ -77,7 +77,8 @@ def test_c_echo(pacs: RunningPacs) -> None:
 def test_study_level_find_returns_the_corpus(pacs: RunningPacs, corpus: Corpus) -> None:
     found = {str(ds.StudyInstanceUID): ds for ds in c_find(pacs, study_query())}
     expected = expected_studies(pacs, corpus)
-    assert set(found) == {study.study_uid for study in expected}
+    # <=: STOW tests add studies of their own to the same session PACS.
+    assert {study.study_uid for study in expected} <= set(found)
     for study in expected:
         answer = found[study.study_uid]
         assert answer.PatientID == study.patient_id
@@ -110,12 +111,12 @@ def test_orthanc_rest_holds_the_whole_corpus(orthanc_pacs: RunningPacs, corpus: 
     assert orthanc_pacs.http_url is not None
     with httpx.Client(base_url=orthanc_pacs.http_url, timeout=10.0) as client:
         instances = client.get("/instances").json()
-        assert len(instances) == len(corpus.instances)
+        assert len(instances) >= len(corpus.instances)  # STOW tests add their own
         # The DICOMweb plugin is loaded: Orthanc can serve as a reference server.
         studies = client.get(
             "/dicom-web/studies", headers={"Accept": "application/dicom+json"}
         ).json()
-    assert {s["0020000D"]["Value"][0] for s in studies} == {s.study_uid for s in corpus.studies}
+    assert {s.study_uid for s in corpus.studies} <= {s["0020000D"]["Value"][0] for s in studies}
 
 
 def test_dcmqrscp_keeps_implicit_vr(dcmqrscp_pacs: RunningPacs, corpus: Corpus) -> None:

@@ -11,7 +11,8 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance
-from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks, to_explicit_little_endian
+from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
+from dicomweb_gw.codecs.transcode import TranscodeError, producible, transcode_instance
 from dicomweb_gw.dicomweb.selection import InstanceSelection
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
 from dicomweb_gw.errors import GatewayError, NotFound, PacsError, PacsFailure
@@ -82,35 +83,49 @@ class WadoService:
             raise
 
     async def _part(self, handle: object, selection: InstanceSelection) -> Part:
-        wanted = selection.transfer_syntax
+        stored = _stored_syntax(handle)
+        targets = selection.candidates(stored)
         try:
-            if isinstance(handle, CachedInstance) and wanted in (None,
-                                                                 handle.transfer_syntax_uid):
+            if isinstance(handle, CachedInstance) and targets[:1] in ([None], [stored]):
                 # The cache file is already the Part 10 file to send: no parsing at all.
                 body = await anyio.Path(handle.path).read_bytes()
-                return Part(_content_type(handle.transfer_syntax_uid), (body,))
+                return Part(_content_type(stored), (body,))
             instance = await anyio.to_thread.run_sync(as_retrieved, handle)
         except FileNotFoundError:
             raise CacheEvicted(EVICTED_MESSAGE) from None
-        converted = await self._convert(instance, selection)
+        converted = await self._convert(instance, targets)
         return Part(_content_type(converted.transfer_syntax_uid), part10_chunks(converted))
 
     async def _convert(
-        self, instance: RetrievedInstance, selection: InstanceSelection
+        self, instance: RetrievedInstance, targets: list[str | None]
     ) -> RetrievedInstance:
-        wanted = selection.transfer_syntax
-        if wanted is None or instance.transfer_syntax_uid == wanted:
-            return instance
-        try:
-            return await anyio.to_thread.run_sync(
-                to_explicit_little_endian, instance, limiter=self._codec_limiter
-            )
-        except Exception as exc:
-            raise ConversionFailed(
-                f"instance {instance.sop_instance_uid} is stored as "
-                f"{uid.UID(instance.transfer_syntax_uid).name} and could not be converted to "
-                f"Explicit VR Little Endian ({exc}); ask with transfer-syntax=* to get it as stored"
-            ) from exc
+        """The instance in the first target it can be produced in; the later
+        targets are the client's fallbacks for when an encoder refuses it."""
+        failures: list[str] = []
+        for wanted in targets:
+            if wanted is None or instance.transfer_syntax_uid == wanted:
+                return instance
+            try:
+                return await anyio.to_thread.run_sync(
+                    transcode_instance, instance, wanted, limiter=self._codec_limiter
+                )
+            except TranscodeError as exc:
+                failures.append(exc.message)
+        stored = uid.UID(instance.transfer_syntax_uid)
+        available = ", ".join(producible(stored))
+        raise ConversionFailed(
+            f"instance {instance.sop_instance_uid} is stored as {stored.name} and could not be "
+            f"sent in any accepted transfer syntax ({'; '.join(failures) or 'none accepted'}); "
+            f"ask with transfer-syntax=* to get it as stored (the gateway can produce: "
+            f"{available})"
+        )
+
+
+def _stored_syntax(handle: object) -> str:
+    if isinstance(handle, CachedInstance):
+        return handle.transfer_syntax_uid
+    assert isinstance(handle, MemoryInstance)
+    return handle.instance.transfer_syntax_uid
 
 
 def _content_type(transfer_syntax_uid: str) -> str:

@@ -16,6 +16,8 @@ from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.query import parse_query
+from dicomweb_gw.dicomweb.rendered import THUMBNAIL_VIEWPORT, RenderService
+from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import Part, WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService, absolute_bulk_uris
@@ -23,6 +25,7 @@ from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.http.baseurl import base_url
 from dicomweb_gw.http.logfilter import StreamAborted
 from dicomweb_gw.http.multipart import MultipartWriter
+from dicomweb_gw.http.multipart_reader import check_stow_content_type, read_parts
 from dicomweb_gw.http.negotiation import (
     negotiate_instances,
     negotiate_metadata,
@@ -30,6 +33,7 @@ from dicomweb_gw.http.negotiation import (
     negotiate_search,
 )
 from dicomweb_gw.http.ranges import parse_range
+from dicomweb_gw.http.render_params import parse_render_params
 from dicomweb_gw.model import QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -48,6 +52,10 @@ class Services:
     wado: WadoService
     metadata: MetadataService
     pixels: PixelService
+    render: RenderService
+    stow: StowService
+    #: Largest STOW-RS request body accepted (413 beyond).
+    upload_max_bytes: int
 
 
 class DicomWebApi:
@@ -60,6 +68,9 @@ class DicomWebApi:
         self._wado = services.wado
         self._metadata = services.metadata
         self._pixels = services.pixels
+        self._render = services.render
+        self._stow = services.stow
+        self._upload_max_bytes = services.upload_max_bytes
 
     # -- QIDO-RS ------------------------------------------------------------
     async def search_studies(self, request: Request) -> Response:
@@ -120,6 +131,31 @@ class DicomWebApi:
         parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
         return _parts_response(parts, wanted.multipart)
 
+    async def rendered(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        params = parse_render_params(request.query_params, request.headers.get("accept"))
+        image = await self._render.rendered(self.pacs, keys, _first_frame(request), params)
+        return Response(image, media_type=params.media_type)
+
+    async def thumbnail(self, request: Request) -> Response:
+        keys = _retrieve_keys(request)
+        params = parse_render_params(request.query_params, request.headers.get("accept"),
+                                     default_viewport=THUMBNAIL_VIEWPORT)
+        image = await self._render.thumbnail(self.pacs, keys, _first_frame(request), params)
+        return Response(image, media_type=params.media_type)
+
+    # -- STOW-RS ------------------------------------------------------------
+    async def store(self, request: Request) -> Response:
+        boundary = check_stow_content_type(request.headers.get("content-type"))
+        study = request.path_params.get("study")
+        if study is not None:
+            require_uid(study, "StudyInstanceUID")
+        parts = read_parts(request.stream(), boundary, max_bytes=self._upload_max_bytes)
+        result = await self._stow.store(self.pacs, parts, study_uid=study,
+                                        base_url=base_url(request, self.prefix))
+        return Response(dumps(result.body), status_code=result.status_code,
+                        media_type="application/dicom+json")
+
     async def bulkdata(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
         tag_path = tag_path_from_uri(request.path_params["tags"])
@@ -142,6 +178,12 @@ class DicomWebApi:
         writer = MultipartWriter(bulk.content_type)
         body = b"".join(writer.part(bulk.content_type, (data,))) + writer.close()
         return Response(body, headers={"Content-Type": writer.content_type})
+
+
+def _first_frame(request: Request) -> int | None:
+    """Rendered and thumbnail take one frame: the first of the list in the path."""
+    frames = request.path_params.get("frames")
+    return parse_frame_list(frames)[0] if frames is not None else None
 
 
 def _parts_response(parts: list[Part], multipart: bool) -> Response:

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 from pydicom import uid
 
+from dicomweb_gw.codecs.transcode import ENCODABLE
 from dicomweb_gw.dicomweb.selection import (
     FRAME_OFFER,
+    INSTANCE_OFFER,
     FrameOption,
     InstanceSelection,
     PixelRequest,
@@ -86,38 +88,41 @@ def _quality(text: str) -> float:
     return value
 
 
-_INSTANCE_OFFER = (
-    'multipart/related; type="application/dicom" with transfer-syntax='
-    f"{uid.ExplicitVRLittleEndian} (the default) or transfer-syntax=* (as stored)"
-)
-
-
 def negotiate_instances(accept: str | None) -> InstanceSelection:
-    """Choose how to send instances, or 406 listing what we can produce."""
+    """Choose how to send instances, or 406 listing what we can produce.
+
+    A syntax the gateway cannot encode (a lossy one, say) is kept as a
+    preference for instances stored in it, but the request needs one choice
+    the gateway can produce for every instance: a study's response is
+    committed before its instances are known.
+    """
     if not accept or not accept.strip():
         return InstanceSelection()
+    choices: list[str | None] = []
     for media in parse_accept(accept):
-        selection = _instances_choice(media)
-        if selection is not None:
-            return selection
-    raise NotAcceptable(f"cannot produce any media type in Accept '{accept}'; "
-                        f"available: {_INSTANCE_OFFER}")
+        choices += [c for c in _instances_choice(media) if c not in choices]
+    fallbacks = [c for c in choices if c is None or c in ENCODABLE]
+    if not fallbacks:
+        raise NotAcceptable(f"cannot produce any media type in Accept '{accept}' for every "
+                            f"instance; available: {INSTANCE_OFFER}")
+    if choices == fallbacks[:1]:
+        return InstanceSelection(fallbacks[0])
+    return InstanceSelection(fallbacks[0], tuple(choices))
 
 
-def _instances_choice(media: MediaRange) -> InstanceSelection | None:
+def _instances_choice(media: MediaRange) -> list[str | None]:
+    """The transfer syntax one media range asks for (None: as stored); [] if not DICOM."""
     if media.essence in ("*/*", "multipart/*"):
-        return InstanceSelection()
+        return [uid.ExplicitVRLittleEndian]
     if media.essence != "multipart/related":
-        return None
+        return []
     inner = parse_accept(media.params.get("type", "application/dicom"))
     if len(inner) != 1 or inner[0].essence != "application/dicom":
-        return None
+        return []
     syntax = media.params.get("transfer-syntax") or inner[0].params.get("transfer-syntax")
-    if syntax is None or syntax == uid.ExplicitVRLittleEndian:
-        return InstanceSelection()
-    if syntax == "*":
-        return InstanceSelection(transfer_syntax=None)
-    return None  # transcoding to other syntaxes is not offered (yet): try the next range
+    if syntax is None:
+        return [uid.ExplicitVRLittleEndian]
+    return [None if syntax == "*" else syntax]
 
 
 def negotiate_search(accept: str | None) -> None:

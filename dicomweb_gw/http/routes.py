@@ -34,5 +34,12 @@ def dicomweb_routes(api: DicomWebApi) -> Mount:
               api.frames, methods=["GET"]),
         Route("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tags:path}",
               api.bulkdata, methods=["GET"]),
+        Route("/studies", api.store, methods=["POST"]),
+        Route("/studies/{study}", api.store, methods=["POST"]),
     ]
+    instance = "/studies/{study}/series/{series}/instances/{instance}"
+    for resource in ("/studies/{study}", "/studies/{study}/series/{series}", instance,
+                     instance + "/frames/{frames}"):
+        routes.append(Route(resource + "/rendered", api.rendered, methods=["GET"]))
+        routes.append(Route(resource + "/thumbnail", api.thumbnail, methods=["GET"]))
     return Mount(api.prefix, routes=routes)

@@ -31,8 +31,9 @@ from dicomweb_gw.errors import (
     PacsUnavailable,
 )
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
-from dicomweb_gw.pacs import contexts
+from dicomweb_gw.pacs import contexts, storescu
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
+from dicomweb_gw.pacs.protocol import StoreOutcome, StoreRequest
 from dicomweb_gw.pacs.sink import InstanceSink
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 from dicomweb_gw.pacs.status import CANCELLED, PENDING, SUCCESS, failure_for_status
@@ -104,6 +105,21 @@ class DimsePacsClient:
                 self._move_worker(keys, channel)
 
         return self._stream(worker, _RETRIEVE_QUEUE)
+
+    async def store(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
+        """C-STORE over one association of its own, under the same slot limit as the rest."""
+        if not requests:
+            return []
+        results: list[list[StoreOutcome]] = []
+
+        def worker(channel: Channel[list[StoreOutcome]]) -> None:
+            channel.put(self._store_worker(requests))
+
+        async for outcomes in self._stream(worker, 1):
+            results.append(outcomes)
+        if not results:
+            raise PacsFailure(self._node.name, "C-STORE batch ended without outcomes")
+        return results[0]
 
     async def aclose(self) -> None:
         with self._lock:
@@ -355,6 +371,16 @@ class DimsePacsClient:
             self._follow_retrieve(assoc, "C-GET", model, msg_id, responses, sink)
         finally:
             self._close(assoc)
+
+    def _store_worker(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
+        def associate(requested: list[Any], handlers: Sequence[Any]) -> Association:
+            return self._associate(requested, handlers=[FAST_POLL_HANDLER, *handlers])
+
+        try:
+            return storescu.store_batch(associate, requests, release=self._close,
+                                        message_id=self._next_message_id)
+        except storescu.StoreInterrupted as exc:
+            raise self._broken(exc.association, "C-STORE", exc.last_activity) from None
 
     def _move_worker(self, keys: RetrieveKeys, channel: Channel[RetrievedInstance]) -> None:
         if self._receiver is None:

@@ -7,13 +7,56 @@ future backend (another DICOMweb server, a VNA API) can slot in beside DIMSE.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pydicom.dataset import Dataset
 
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
 
-__all__ = ["PacsClient"]
+__all__ = ["PacsClient", "StoreOutcome", "StoreRequest"]
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One instance to store: a complete DICOM Part 10 file on disk.
+
+    The UIDs are those of its File Meta Information (Media Storage SOP Class and
+    Instance UIDs, Transfer Syntax UID), which is what goes on the C-STORE request.
+    The file is sent as it is whenever the PACS accepts its transfer syntax.
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What became of one ``StoreRequest``.
+
+    ``status`` is the C-STORE status the PACS answered, or None when it gave
+    none: the instance was not sent (no usable presentation context, conversion
+    failed) or no answer came (the association broke). ``failure_reason`` is
+    then the PS3.18 Table I.2-2 code the gateway assigns instead.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    status: int | None
+    message: str
+    failure_reason: int | None = None
+
+    @property
+    def stored(self) -> bool:
+        """Only what the PACS confirmed: success, or a warning (PS3.4 B.2.3: Bxxx)."""
+        return self.status is not None and (self.status == 0 or self.warning)
+
+    @property
+    def warning(self) -> bool:
+        return self.status is not None and 0xB000 <= self.status <= 0xBFFF
 
 
 class PacsClient(Protocol):
@@ -33,6 +76,14 @@ class PacsClient(Protocol):
 
         ``sop_class_uids`` are the storage SOP classes expected, when known: C-GET
         must propose them as presentation contexts up front.
+        """
+        ...
+
+    async def store(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
+        """C-STORE the instances over one association: one outcome per request, in order.
+
+        Raises a ``PacsError`` when nothing could be stored because the PACS is
+        unreachable or the association broke before any instance was confirmed.
         """
         ...
 
