@@ -459,6 +459,15 @@ def build_corpus(root: Path) -> Corpus:
     lossless.add_series("OT", "RLE RGB 2 frames", iter([_read("SC_rgb_rle_2frame.dcm")]))
     studies.append(lossless.finish())
 
+    # MONOCHROME1 (a CR): rendered images must come out inverted, through either PACS.
+    cr = _StudyWriter(
+        root,
+        _StudySpec("cr_monochrome1", "Hooper^Wiggins", "GW-CRMONO1", "20170303", "ACC-CRMONO1",
+                   "Chest PA"),
+    )
+    cr.add_series("CR", "PA", iter([_read("RG1_UNCI.dcm")]))
+    studies.append(cr.finish())
+
     return Corpus(root=root, studies=studies)
 
 

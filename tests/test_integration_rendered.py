@@ -6,10 +6,13 @@ import io
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 from corpus import Corpus
+from dicomweb_gw.codecs.frames import FrameReader
+from dicomweb_gw.codecs.render import RenderParams, Viewport, render_frame
 from gateway_fixtures import RunningGateway
 
 pytestmark = pytest.mark.pacs
@@ -82,3 +85,21 @@ def test_bad_rendered_requests(gateway: RunningGateway, corpus: Corpus, query: s
     response = httpx.get(f"{url}?{query}", headers={"Accept": accept}, timeout=60)
     assert response.status_code == status
     assert response.json()["message"]
+
+
+def test_monochrome1_through_the_pacs_renders_as_locally(gateway: RunningGateway,
+                                                         corpus: Corpus) -> None:
+    # The codec tests prove MONOCHROME1 is inverted; this proves the trip through the
+    # PACS and the cache keeps what that needs (photometric, window, pixel values).
+    study = corpus.study("cr_monochrome1")
+    series = study.series[0]
+    instance = series.instances[0]
+    url = (f"{gateway.dicomweb('dcmqrscp')}/studies/{study.study_uid}/series/"
+           f"{series.series_uid}/instances/{instance.sop_instance_uid}/rendered?viewport=256,256")
+    through_pacs = np.asarray(_image(httpx.get(url, headers={"Accept": "image/png"},
+                                               timeout=60)))
+    header = pydicom.dcmread(instance.path, stop_before_pixels=True)
+    assert header.PhotometricInterpretation == "MONOCHROME1"
+    local = render_frame(FrameReader(instance.path), 1, header,
+                         RenderParams(media_type="image/png", viewport=Viewport(256, 256)))
+    assert np.array_equal(through_pacs, np.asarray(Image.open(io.BytesIO(local))))
