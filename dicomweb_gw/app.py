@@ -26,6 +26,7 @@ from dicomweb_gw.errors import NotFound, PacsError
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
+from dicomweb_gw.http.middleware import middleware
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             await gateway.stop()
 
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
+                    middleware=middleware(settings.cors_origins),
                     lifespan=lifespan)
     app.state.gateway = gateway
     app.state.services = services

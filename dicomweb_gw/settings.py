@@ -80,6 +80,8 @@ class Settings:
     cache_ttl: float = 300.0
     #: Largest STOW-RS request body (413 beyond); uploads are spooled to disk, not memory.
     upload_max_bytes: int = 2 * 1000**3
+    #: Origins allowed to call the gateway from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
     #: Upper bound on QIDO results per request (the client's limit is capped to it).
     qido_max_results: int = 1000
 
@@ -113,7 +115,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_toml(data: Mapping[str, Any]) -> Settings:
     known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
-             "cache_ttl", "upload_max_bytes", "qido_max_results", "default_pacs", "pacs"}
+             "cache_ttl", "upload_max_bytes", "qido_max_results", "cors_origins",
+             "default_pacs", "pacs"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -134,6 +137,8 @@ def _from_toml(data: Mapping[str, Any]) -> Settings:
     if "cache_max_bytes" in data:
         settings = replace(settings,
                            cache_max_bytes=_size("cache_max_bytes", data["cache_max_bytes"]))
+    if "cors_origins" in data:
+        settings = replace(settings, cors_origins=_origins("cors_origins", data["cors_origins"]))
     if "upload_max_bytes" in data:
         settings = replace(settings, upload_max_bytes=_size("upload_max_bytes",
                                                             data["upload_max_bytes"]))
@@ -183,6 +188,9 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         settings = replace(settings, cache_dir=Path(value).expanduser())
     if (value := var("CACHE_MAX_BYTES")) is not None:
         settings = replace(settings, cache_max_bytes=_size(ENV_PREFIX + "CACHE_MAX_BYTES", value))
+    if (value := var("CORS_ORIGINS")) is not None:
+        settings = replace(settings, cors_origins=_origins(ENV_PREFIX + "CORS_ORIGINS",
+                                                           value.split(",")))
     if (value := var("UPLOAD_MAX_BYTES")) is not None:
         settings = replace(settings, upload_max_bytes=_size(ENV_PREFIX + "UPLOAD_MAX_BYTES",
                                                             value))
@@ -225,6 +233,16 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
 
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _origins(name: str, value: object) -> tuple[str, ...]:
+    """Browser origins: ``scheme://host[:port]``, or ``*`` for any (not recommended)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    origins = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise SettingsError(f"{name}: '{origin}' is not an origin like https://viewer.example.org")
+    return origins
 
 
 def _host(name: str, value: object) -> str:

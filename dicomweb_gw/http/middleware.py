@@ -1,0 +1,56 @@
+"""Response headers every route needs: cross-origin resource policy and CORS.
+
+Pure ASGI, so streamed retrieves stay streamed (Starlette's BaseHTTPMiddleware
+would sit between the app and every body chunk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CrossOriginResourcePolicy", "middleware"]
+
+
+class CrossOriginResourcePolicy:
+    """``Cross-Origin-Resource-Policy: cross-origin`` on every response.
+
+    OHIF pages may run with COEP require-corp (for SharedArrayBuffer); such a
+    page may only load frames from another origin that opts in like this.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"cross-origin-resource-policy", b"cross-origin"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
+    """CORS only for the origins the admin listed (none by default), then CORP."""
+    stack = [Middleware(CrossOriginResourcePolicy)]
+    if cors_origins:
+        stack.insert(0, Middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            # Authorization for bearer tokens; Range for bulk data.
+            allow_headers=["Authorization", "Accept", "Content-Type", "Range", "X-API-Key"],
+            expose_headers=["Content-Type", "Content-Length", "Content-Range", "Warning"],
+            max_age=600,
+        ))
+    return stack
