@@ -91,11 +91,8 @@ class DicomWebApi:
         query = parse_query(level, request.query_params.multi_items(), pinned)
         result = await self._qido.search(self.pacs, query,
                                          base_url=base_url(request, self.prefix))
-        headers = {}
-        if result.warnings:
-            headers["Warning"] = ", ".join(f'299 - "{text}"' for text in result.warnings)
         return Response(dumps(result.items), media_type="application/dicom+json",
-                        headers=headers)
+                        headers=_warning_header(result.warnings))
 
     # -- WADO-RS ------------------------------------------------------------
     async def retrieve(self, request: Request) -> Response:
@@ -115,7 +112,6 @@ class DicomWebApi:
         return StreamingResponse(_stream(writer, first, parts, keys),
                                  media_type=None,
                                  headers={"Content-Type": writer.content_type})
-
 
     async def metadata(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
@@ -154,7 +150,8 @@ class DicomWebApi:
         result = await self._stow.store(self.pacs, parts, study_uid=study,
                                         base_url=base_url(request, self.prefix))
         return Response(dumps(result.body), status_code=result.status_code,
-                        media_type="application/dicom+json")
+                        media_type="application/dicom+json",
+                        headers=_warning_header(result.warnings))
 
     async def bulkdata(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
@@ -178,6 +175,16 @@ class DicomWebApi:
         writer = MultipartWriter(bulk.content_type)
         body = b"".join(writer.part(bulk.content_type, (data,))) + writer.close()
         return Response(body, headers={"Content-Type": writer.content_type})
+
+
+def _warning_header(warnings: list[str]) -> dict[str, str]:
+    """PS3.18 8.1.2.2: ``Warning: 299 <agent> "<text>"``, one per warning, comma-joined."""
+    if not warnings:
+        return {}
+    # Header values must be Latin-1: anything else (a UID never is, a message may be) becomes "?".
+    quoted = (text.encode("ascii", "replace").decode().replace("\\", "\\\\").replace('"', '\\"')
+              for text in warnings)
+    return {"Warning": ", ".join(f'299 - "{text}"' for text in quoted)}
 
 
 def _first_frame(request: Request) -> int | None:
