@@ -28,6 +28,8 @@ from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point
+from dicomweb_gw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
 from dicomweb_gw.settings import Settings, SettingsError, load_settings
@@ -48,12 +50,16 @@ class Gateway:
             MoveReceiver(settings.ae_title, host=settings.store_host, port=settings.store_port)
             if needs_receiver else None
         )
+        self.metrics = GatewayMetrics()
         self.clients = {
-            node.name: DimsePacsClient(node, ae_title=settings.ae_title, receiver=self.receiver)
+            node.name: DimsePacsClient(node, ae_title=settings.ae_title, receiver=self.receiver,
+                                       metrics=self.metrics)
             for node in settings.nodes
         }
         self._stores: dict[str, DiskInstanceStore] = {}
         self._started = False
+        self.metrics.watch_caches(
+            lambda: {name: store.stats() for name, store in list(self._stores.items())})
 
     def store(self, node: str) -> DiskInstanceStore:
         """The instance cache of one PACS node, opened on first use (reconciling what a
@@ -110,6 +116,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz_endpoint(gateway), methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
         Route("/cache/studies/{study}", purge, methods=["DELETE"]),
         Route("/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
         Route("/pacs/{pacs}/cache/studies/{study}", purge, methods=["DELETE"]),
@@ -132,7 +139,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             await gateway.stop()
 
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=middleware(settings.cors_origins),
+                    middleware=middleware(settings.cors_origins, gateway.metrics),
                     lifespan=lifespan)
     app.state.gateway = gateway
     app.state.services = services
@@ -166,6 +173,14 @@ def _purge_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]
         return Response(dumps({"pacs": node, "purged": count}), media_type="application/json")
 
     return purge
+
+
+def _metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(gateway.metrics.render)  # reads the cache indexes
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    return metrics
 
 
 async def _healthz(request: Request) -> Response:

@@ -6,13 +6,16 @@ would sit between the app and every body chunk).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CrossOriginResourcePolicy", "middleware"]
+from dicomweb_gw.metrics import GatewayMetrics
+
+__all__ = ["CrossOriginResourcePolicy", "RequestMetrics", "middleware"]
 
 
 class CrossOriginResourcePolicy:
@@ -40,8 +43,39 @@ class CrossOriginResourcePolicy:
         await self.app(scope, receive, send_with_header)
 
 
-def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
-    """CORS only for the origins the admin listed (none by default), then CORP."""
+class RequestMetrics:
+    """Counts every request by route, method and status, and times it to the first byte."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        seen = False
+
+        async def observe(message: Message) -> None:
+            nonlocal seen
+            if message["type"] == "http.response.start" and not seen:
+                seen = True
+                self.metrics.observe_request(path, scope["method"], message["status"],
+                                             started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            if not seen:  # the client left, or the app failed before answering
+                self.metrics.observe_request(path, scope["method"], 499, started)
+
+
+def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = None
+               ) -> list[Middleware]:
+    """Metrics outermost (they see every status), CORS for the listed origins, then CORP."""
     stack = [Middleware(CrossOriginResourcePolicy)]
     if cors_origins:
         stack.insert(0, Middleware(
@@ -53,4 +87,6 @@ def middleware(cors_origins: Sequence[str]) -> list[Middleware]:
             expose_headers=["Content-Type", "Content-Length", "Content-Range", "Warning"],
             max_age=600,
         ))
+    if metrics is not None:
+        stack.insert(0, Middleware(RequestMetrics, metrics=metrics))
     return stack

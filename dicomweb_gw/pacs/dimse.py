@@ -30,6 +30,7 @@ from dicomweb_gw.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
+from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs import contexts, storescu
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
@@ -59,7 +60,8 @@ _RETRIEVE_QUEUE = 4
 
 class DimsePacsClient:
     def __init__(
-        self, node: PacsNode, *, ae_title: str, receiver: MoveReceiver | None = None
+        self, node: PacsNode, *, ae_title: str, receiver: MoveReceiver | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._node = node
         self._ae_title = ae_title
@@ -75,6 +77,9 @@ class DimsePacsClient:
         self._idle: list[tuple[float, Association]] = []
         self._open = 0
         self._message_ids = itertools.count(1)
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.associations.labels(node.name).set_function(lambda: self._open)
 
     @property
     def name(self) -> str:
@@ -86,14 +91,14 @@ class DimsePacsClient:
 
     # -- PacsClient ----------------------------------------------------------
     async def echo(self) -> None:
-        async for _ in self._stream(self._echo_worker, 1):
+        async for _ in self._stream(self._echo_worker, 1, "C-ECHO"):
             pass
 
     def find(self, level: QueryLevel, identifier: Dataset) -> AsyncGenerator[Dataset, None]:
         def worker(channel: Channel[Dataset]) -> None:
             self._find_worker(level, identifier, channel)
 
-        return self._stream(worker, _FIND_QUEUE)
+        return self._stream(worker, _FIND_QUEUE, "C-FIND")
 
     def retrieve(
         self, keys: RetrieveKeys, *, sop_class_uids: Sequence[str] = ()
@@ -104,7 +109,9 @@ class DimsePacsClient:
             else:
                 self._move_worker(keys, channel)
 
-        return self._stream(worker, _RETRIEVE_QUEUE)
+        operation = "C-GET" if self._node.retrieve == "c-get" else "C-MOVE"
+        return self._stream(worker, _RETRIEVE_QUEUE, operation,
+                            size=lambda instance: len(instance.dataset))
 
     async def store(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
         """C-STORE over one association of its own, under the same slot limit as the rest."""
@@ -115,7 +122,7 @@ class DimsePacsClient:
         def worker(channel: Channel[list[StoreOutcome]]) -> None:
             channel.put(self._store_worker(requests))
 
-        async for outcomes in self._stream(worker, 1):
+        async for outcomes in self._stream(worker, 1, "C-STORE"):
             results.append(outcomes)
         if not results:
             raise PacsFailure(self._node.name, "C-STORE batch ended without outcomes")
@@ -129,7 +136,8 @@ class DimsePacsClient:
 
     # -- thread plumbing ----------------------------------------------------
     async def _stream(
-        self, worker: Callable[[Channel[T]], None], maxsize: int
+        self, worker: Callable[[Channel[T]], None], maxsize: int, operation: str,
+        size: Callable[[T], int] | None = None,
     ) -> AsyncGenerator[T, None]:
         loop = asyncio.get_running_loop()
         if self._slots is None:
@@ -139,23 +147,33 @@ class DimsePacsClient:
         channel: Channel[T] = Channel(loop, maxsize)
 
         def run() -> None:
+            outcome = "success"
             try:
                 worker(channel)
                 channel.finish()
             except Cancelled:
-                pass
+                outcome = "cancelled"
             except PacsError as exc:
+                outcome = _OUTCOMES.get(type(exc), "failure")
                 channel.finish(exc)
             except Exception as exc:  # a pynetdicom bug must not hang the request
+                outcome = "error"
                 log.exception("DIMSE worker for PACS '%s' failed", self._node.name)
                 channel.finish(PacsFailure(self._node.name, f"internal DIMSE error: {exc}"))
             finally:
+                if self._metrics is not None:
+                    self._metrics.dimse_operations.labels(self._node.name, operation,
+                                                          outcome).inc()
                 with suppress(RuntimeError):  # the loop is already closed at shutdown
                     loop.call_soon_threadsafe(slots.release)
 
         threading.Thread(target=run, name=f"dimse-{self._node.name}", daemon=True).start()
+        received = (self._metrics.retrieved_bytes.labels(self._node.name)
+                    if self._metrics is not None and size is not None else None)
         try:
             async for item in channel:
+                if received is not None and size is not None:
+                    received.inc(size(item))
                 yield item
         finally:
             channel.cancel()
@@ -516,6 +534,13 @@ class DimsePacsClient:
                 f"{operation} got no response within {self._timeout:g} s{after}",
             )
         return PacsFailure(self._node.name, f"aborted the association during {operation}{after}")
+
+
+_OUTCOMES: dict[type[PacsError], str] = {
+    PacsUnavailable: "unavailable",
+    PacsTimeout: "timeout",
+    PacsMisconfigured: "misconfigured",
+}
 
 
 class _NoResponse(Exception):
