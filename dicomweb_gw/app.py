@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.dicomweb.dicomjson import dumps
@@ -27,7 +27,7 @@ from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
-from dicomweb_gw.http.routes import dicomweb_routes, mount_point
+from dicomweb_gw.http.routes import dicomweb_routes, mount_point, node_routes
 from dicomweb_gw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
@@ -128,6 +128,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     for name, client in gateway.clients.items():
         routes.append(dicomweb_routes(DicomWebApi(client, prefix=mount_point(name),
                                                   services=services[name])))
+    # WADO-URI and each base's capabilities: first, as the mounts would take .../capabilities.
+    mounts = {route.path: route for route in routes if isinstance(route, Mount)}
+    for node_name, client in [(None, default), *gateway.clients.items()]:
+        routes[:0] = node_routes(mounts[mount_point(node_name)], client,
+                                 services[node_name or settings.default_pacs], node_name)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

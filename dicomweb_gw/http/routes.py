@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount, Route
 
-from dicomweb_gw.http.endpoints import DicomWebApi
+from dicomweb_gw.http.capabilities import capabilities_routes
+from dicomweb_gw.http.endpoints import DicomWebApi, Services
+from dicomweb_gw.http.wado_uri import wado_uri_route
+from dicomweb_gw.pacs.protocol import PacsClient
 
-__all__ = ["dicomweb_routes", "mount_point"]
+__all__ = ["dicomweb_routes", "mount_point", "node_routes"]
 
 
 def mount_point(node_name: str | None) -> str:
@@ -43,3 +46,11 @@ def dicomweb_routes(api: DicomWebApi) -> Mount:
         routes.append(Route(resource + "/rendered", api.rendered, methods=["GET"]))
         routes.append(Route(resource + "/thumbnail", api.thumbnail, methods=["GET"]))
     return Mount(api.prefix, routes=routes)
+
+
+def node_routes(mount: Mount, pacs: PacsClient, services: Services,
+                node_name: str | None) -> list[BaseRoute]:
+    """WADO-URI of a node and the capabilities of its DICOMweb base (described from ``mount``
+    and the WADO-URI route); they go before ``mount``, which would take {base}/capabilities."""
+    wado_uri = wado_uri_route(node_name, pacs, services)
+    return [*capabilities_routes(mount, wado_uri, pacs.name), wado_uri]

@@ -1,0 +1,316 @@
+"""WADO-URI (PS3.18 chapter 9): one object named by its three UIDs in the query string.
+
+    GET /wado?requestType=WADO&studyUID=...&seriesUID=...&objectUID=...
+        [&contentType=application/dicom | image/jpeg | image/png | image/gif]
+        [&transferSyntax=UID] [&anonymize=yes] [&frameNumber=N] [&rows=R] [&columns=C]
+        [&region=x1,y1,x2,y2] [&windowCenter=C&windowWidth=W] [&imageQuality=Q]
+
+No second implementation: images come from RenderService (the WADO-RS
+rendered pipeline), Part 10 files from WadoService.retrieve (its cache and
+transcoding), sent as one body rather than a multipart.
+
+Without contentType the object decides, with PS3.18's defaults (2013
+edition 7.1, 7.2): image/jpeg for a single-frame image or one frame chosen
+by frameNumber, application/dicom for a multi-frame image; application/dicom
+too for SR (whose default would be text/html, which is not made here) and
+other objects; image/jpeg also when another rendering parameter shows that
+the client wants a picture. The Accept header is not consulted: browsers
+send their own, and the parameter is the client's explicit choice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from pydicom import dcmread
+from pydicom import uid as uids
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dicomweb_gw.codecs.render import RENDERED_TYPES, RenderParams, Viewport, Window
+from dicomweb_gw.dicomweb.anonymize import BasicProfile, burned_in, refusal
+from dicomweb_gw.dicomweb.pixels import evicted_as_503, on_disk
+from dicomweb_gw.dicomweb.rendered import NoPixelData
+from dicomweb_gw.dicomweb.selection import InstanceSelection
+from dicomweb_gw.dicomweb.uids import require_uid
+from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound
+from dicomweb_gw.http.endpoints import Services
+from dicomweb_gw.http.negotiation import parse_accept
+from dicomweb_gw.http.render_params import MAX_VIEWPORT
+from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["MEDIA_TYPES", "QUERY_PARAMETERS", "WadoUri", "parse_wado_uri", "wado_uri_path",
+           "wado_uri_route"]
+
+DICOM = "application/dicom"
+MEDIA_TYPES = (DICOM, *RENDERED_TYPES)
+RENDERING_PARAMETERS = ("frameNumber", "rows", "columns", "region", "windowCenter",
+                        "windowWidth", "imageQuality")
+#: Understood; ``charset`` and ``annotation`` are accepted and ignored (nothing is burned in).
+QUERY_PARAMETERS = ("requestType", "studyUID", "seriesUID", "objectUID", "contentType",
+                    "transferSyntax", "anonymize", *RENDERING_PARAMETERS, "charset",
+                    "annotation")
+_UNSUPPORTED = ("presentationUID", "presentationSeriesUID")
+_DEFAULT = "*/*"  # in the content type list: "PS3.18's default for this object"
+_HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "NumberOfFrames",
+                "BurnedInAnnotation"]
+# One key for the process: an object anonymized through any node gets the same UIDs.
+_PROFILE = BasicProfile()
+
+
+def wado_uri_path(node_name: str | None) -> str:
+    return "/wado" if node_name is None else f"/pacs/{node_name}/wado"
+
+
+def wado_uri_route(node_name: str | None, pacs: PacsClient, services: Services) -> Route:
+    return Route(wado_uri_path(node_name), WadoUri(pacs, services).wado_uri, methods=["GET"])
+
+
+@dataclass(frozen=True)
+class WadoUriQuery:
+    keys: RetrieveKeys
+    content_types: tuple[str, ...]  # the client's order of preference
+    explicit: bool  # contentType was given
+    rendering: tuple[str, ...]  # the rendering parameters present
+    frame: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    region: tuple[float, float, float, float] | None = None
+    window: Window | None = None
+    quality: int = RenderParams.quality
+    transfer_syntax: str | None = uids.ExplicitVRLittleEndian  # None: as stored
+    anonymize: bool = False
+
+
+@dataclass(frozen=True)
+class _Header:
+    sop_instance_uid: str
+    sop_class_uid: str
+    rows: int  # 0: not an image
+    columns: int
+    frames: int
+    burned_in: bool
+
+    @property
+    def is_image(self) -> bool:
+        return self.rows > 0  # as RenderService decides: Rows means pixel data to render
+
+
+class WadoUri:
+    """The WADO-URI endpoint of one PACS node."""
+
+    def __init__(self, pacs: PacsClient, services: Services,
+                 profile: BasicProfile = _PROFILE) -> None:
+        self._pacs = pacs
+        self._services = services
+        self._profile = profile
+
+    async def wado_uri(self, request: Request) -> Response:
+        query = parse_wado_uri(request.query_params)
+        header: _Header | None = None
+        for wanted in query.content_types:
+            if wanted in RENDERED_TYPES or wanted == _DEFAULT:
+                # Only now is the instance fetched: application/dicom needs no header.
+                header = header or await self._header(query.keys)
+            media_type = _producible(wanted, header, query)
+            if media_type == DICOM:
+                return await self._dicom(query)
+            if media_type is not None:
+                assert header is not None
+                return await self._image(query, media_type, header)
+        if header is not None and not header.is_image:
+            kind = f" ({uids.UID(header.sop_class_uid).name})" if header.sop_class_uid else ""
+            raise NoPixelData(f"instance {header.sop_instance_uid}{kind} has no pixel data, so "
+                              f"it cannot be sent as an image; ask for contentType={DICOM}")
+        raise NotAcceptable(f"cannot produce contentType '{', '.join(query.content_types)}'; "
+                            f"available: {', '.join(MEDIA_TYPES)}")
+
+    async def _dicom(self, query: WadoUriQuery) -> Response:
+        """The Part 10 file, through WADO-RS retrieve: one instance, one body."""
+        selection = InstanceSelection(transfer_syntax=query.transfer_syntax)
+        retrieve = self._services.wado.retrieve(self._pacs, query.keys, selection)
+        async with aclosing(retrieve) as parts:
+            async for part in parts:
+                body = b"".join(part.chunks)
+                break
+            else:
+                raise NotFound(f"{query.keys.describe()} not found on PACS '{self._pacs.name}'")
+        name = str(query.keys.instance_uid)
+        if query.anonymize:
+            body = await anyio.to_thread.run_sync(self._profile.part10, body)
+            name = self._profile.uid(name)  # the original UID would point back to the patient
+        return Response(body, media_type=DICOM,
+                        headers={"Content-Disposition": f'attachment; filename="{name}.dcm"'})
+
+    async def _image(self, query: WadoUriQuery, media_type: str, header: _Header) -> Response:
+        if query.anonymize and header.burned_in:
+            # A rendered image carries no attributes, but the pixels would show the identity.
+            raise refusal(header.sop_instance_uid)
+        params = RenderParams(media_type, _viewport(query, header), query.window, query.quality)
+        image = await self._services.render.rendered(self._pacs, query.keys, query.frame, params)
+        return Response(image, media_type=media_type)
+
+    async def _header(self, keys: RetrieveKeys) -> _Header:
+        """What decides the response; retrieves (and caches) the instance for what follows."""
+        handle = await self._services.pixels.instance(self._pacs, keys)
+        with evicted_as_503(), on_disk(handle) as path:
+            return await anyio.to_thread.run_sync(_read_header, path)
+
+
+def _producible(wanted: str, header: _Header | None, query: WadoUriQuery) -> str | None:
+    """The media type to send for the client's choice ``wanted``; None if not producible."""
+    if wanted == DICOM:
+        if query.explicit and query.rendering and query.content_types[0] == DICOM:
+            raise BadRequest(f"{', '.join(query.rendering)} apply to rendered images "
+                             f"({', '.join(RENDERED_TYPES)}), not to {DICOM}")
+        return DICOM
+    if header is None:
+        return None  # not a type the gateway makes
+    if wanted == _DEFAULT:
+        if header.is_image and (header.frames == 1 or query.rendering):
+            return "image/jpeg"
+        return None if query.rendering else DICOM
+    return wanted if header.is_image else None
+
+
+def _read_header(path: Path) -> _Header:
+    header = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    return _Header(str(header.get("SOPInstanceUID", "")), str(header.get("SOPClassUID", "")),
+                   _count(header.get("Rows"), 0), _count(header.get("Columns"), 0),
+                   max(_count(header.get("NumberOfFrames"), 1), 1),
+                   burned_in(header.get("BurnedInAnnotation")))
+
+
+def _count(value: object, default: int) -> int:
+    try:
+        return int(str(value)) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _viewport(query: WadoUriQuery, header: _Header) -> Viewport | None:
+    """rows/columns: fit within them keeping the aspect ratio (one alone bounds one side);
+    region: the normalised source rectangle, at its own size unless rows/columns say."""
+    if query.rows is None and query.columns is None and query.region is None:
+        return None
+    sx = sy = 0
+    sw: int | None = None
+    sh: int | None = None
+    if query.region is not None:
+        x1, y1, x2, y2 = query.region
+        # Outward to whole pixels: a non-empty region never rounds to nothing.
+        sx, sy = math.floor(x1 * header.columns), math.floor(y1 * header.rows)
+        sw = max(1, math.ceil(x2 * header.columns) - sx)
+        sh = max(1, math.ceil(y2 * header.rows) - sy)
+    if query.rows is None and query.columns is None:
+        vw, vh = sw or header.columns, sh or header.rows
+    else:
+        vw, vh = query.columns or MAX_VIEWPORT, query.rows or MAX_VIEWPORT
+    return Viewport(vw, vh, sx, sy, sw, sh)
+
+
+# -- the query string ------------------------------------------------------------
+
+
+def parse_wado_uri(query: Mapping[str, str]) -> WadoUriQuery:
+    """The request, checked; BadRequest (400) naming the parameter that is wrong."""
+    request_type = query.get("requestType")
+    if request_type is None:
+        raise BadRequest("requestType is required: WADO-URI requests carry requestType=WADO")
+    if request_type != "WADO":
+        raise BadRequest(f"requestType '{request_type}' is not supported; the only request "
+                         "type is WADO")
+    for name in _UNSUPPORTED:
+        if name in query:
+            raise BadRequest(f"{name}: presentation states are not applied by this gateway")
+    study, series, instance = (require_uid(_required(query, name), name)
+                               for name in ("studyUID", "seriesUID", "objectUID"))
+    content_type = query.get("contentType")
+    syntax = query.get("transferSyntax")
+    anonymize = query.get("anonymize")
+    if anonymize is not None and anonymize.lower() != "yes":
+        raise BadRequest(f"anonymize '{anonymize}' is not understood; the only value is yes")
+    center, width = query.get("windowCenter"), query.get("windowWidth")
+    if (center is None) != (width is None):
+        raise BadRequest("windowCenter and windowWidth go together: give both or neither")
+    return WadoUriQuery(
+        keys=RetrieveKeys(study, series, instance),
+        content_types=_content_types(content_type) if content_type is not None else (_DEFAULT,),
+        explicit=content_type is not None,
+        rendering=tuple(name for name in RENDERING_PARAMETERS if name in query),
+        frame=_whole(query, "frameNumber", 1, None),
+        rows=_whole(query, "rows", 1, MAX_VIEWPORT),
+        columns=_whole(query, "columns", 1, MAX_VIEWPORT),
+        region=_region(query.get("region")),
+        window=_window(center, width) if center is not None and width is not None else None,
+        quality=_whole(query, "imageQuality", 1, 100) or RenderParams.quality,
+        transfer_syntax=None if syntax == "*" else
+        require_uid(syntax, "transferSyntax") if syntax is not None else
+        uids.ExplicitVRLittleEndian,  # PS3.18: the default for application/dicom
+        anonymize=anonymize is not None,
+    )
+
+
+def _required(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name)
+    if not value:
+        raise BadRequest(f"{name} is required: WADO-URI names the object by studyUID, "
+                         "seriesUID and objectUID")
+    return value
+
+
+def _content_types(text: str) -> tuple[str, ...]:
+    """``contentType``: one media type or a list with q values, best first (PS3.18 9)."""
+    try:
+        ranges = parse_accept(text)
+    except BadRequest:
+        raise BadRequest(f"contentType '{text}' is not a media type list") from None
+    if not ranges:
+        raise BadRequest(f"contentType '{text}' names no media type")
+    wildcards = {"*/*": _DEFAULT, "image/*": "image/jpeg"}
+    return tuple(wildcards.get(r.essence, r.essence) for r in ranges)
+
+
+def _whole(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or not (
+            low <= int(value) and (high is None or int(value) <= high)):
+        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise BadRequest(f"{name} '{text}' must be a whole number {bounds}")
+    return int(value)
+
+
+def _region(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        x1, y1, x2, y2 = (float(part) for part in text.split(","))
+    except ValueError:
+        raise BadRequest(f"region '{text}' is not x1,y1,x2,y2") from None
+    if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
+        raise BadRequest(f"region '{text}': the corners are fractions of the image, "
+                         "0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+    return x1, y1, x2, y2
+
+
+def _window(center_text: str, width_text: str) -> Window:
+    try:
+        center, width = float(center_text), float(width_text)
+    except ValueError:
+        raise BadRequest(f"windowCenter '{center_text}' and windowWidth '{width_text}' must "
+                         "be numbers") from None
+    if not (math.isfinite(center) and math.isfinite(width)) or width < 1:
+        # PS3.3 C.11.2.1.2: a linear window is at least 1 wide.
+        raise BadRequest(f"windowWidth '{width_text}' must be a finite number of at least 1 "
+                         f"(windowCenter '{center_text}')")
+    return Window(center, width)
