@@ -7,6 +7,7 @@ unknown-destination case uses the real dcmqrscp.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,3 +215,19 @@ def test_patient_root_only_pacs_is_searched_and_retrieved(tmp_path: Path, corpus
         s.series_uid for s in study.series}
     assert retrieved.status_code == 200, retrieved.text
     assert retrieved.content.count(b"Content-Type: application/dicom") == len(study.instances)
+
+
+def test_idle_pooled_associations_are_released_before_the_network_timeout(
+    tmp_path: Path, corpus: Corpus
+) -> None:
+    # pynetdicom would abort them at its network timeout and log an ERROR; the
+    # gateway releases them itself after half the timeout.
+    with demo_gateway(tmp_path, corpus.study("ct_small"), timeout=2) as gw:
+        assert httpx.get(f"{gw.dicomweb()}/studies", timeout=20).status_code == 200
+        client = gw.app.state.gateway.clients["faulty"]
+        assert client._open == 1  # pooled, kept for the next query
+        deadline = time.monotonic() + 5
+        while client._open and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client._open == 0
+        assert httpx.get(f"{gw.dicomweb()}/studies", timeout=20).status_code == 200

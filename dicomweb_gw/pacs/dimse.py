@@ -77,6 +77,8 @@ class DimsePacsClient:
         self._idle: list[tuple[float, Association]] = []
         self._open = 0
         self._message_ids = itertools.count(1)
+        # Shorter than the network timeout, so we release idle associations first.
+        self._idle_seconds = min(IDLE_SECONDS, node.timeout / 2)
         self._metrics = metrics
         if metrics is not None:
             metrics.associations.labels(node.name).set_function(lambda: self._open)
@@ -243,11 +245,24 @@ class DimsePacsClient:
             if ok and assoc.is_established:
                 with self._lock:
                     self._idle.append((time.monotonic(), assoc))
+                # Release it ourselves once idle long enough, before pynetdicom's
+                # network timeout aborts it (and logs an ERROR that alarms admins).
+                reaper = threading.Timer(self._idle_seconds + 0.5, self._reap_idle)
+                reaper.daemon = True
+                reaper.start()
             else:
                 if assoc.is_established:
                     assoc.abort()
                 with self._lock:
                     self._open -= 1
+
+    def _reap_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stale = [assoc for since, assoc in self._idle if now - since >= self._idle_seconds]
+            self._idle = [(since, a) for since, a in self._idle if a not in stale]
+        for assoc in stale:
+            self._close(assoc)
 
     def _checkout(self) -> tuple[Association, bool]:
         now = time.monotonic()
@@ -256,7 +271,7 @@ class DimsePacsClient:
         with self._lock:
             while self._idle:
                 since, assoc = self._idle.pop()
-                if assoc.is_established and now - since < IDLE_SECONDS:
+                if assoc.is_established and now - since < self._idle_seconds:
                     found = assoc
                     break
                 stale.append(assoc)
