@@ -33,7 +33,14 @@ from dicomweb_gw.codecs.bulkdata import (
 from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, is_native_syntax
 from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound
 
-__all__ = ["FrameDecodeError", "FrameInfo", "FrameNotFound", "FrameReader", "parse_frame_list"]
+__all__ = [
+    "FrameDecodeError",
+    "FrameInfo",
+    "FrameNotFound",
+    "FrameReader",
+    "frame_info",
+    "parse_frame_list",
+]
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -76,7 +83,7 @@ class FrameReader:
             # file, so the (already inflated, in-memory) data set is read whole.
             dataset = dcmread(self.path)
         tag, raw = _pixel_element(dataset)
-        self.info = _frame_info(dataset, syntax)
+        self.info = frame_info(dataset, syntax)
         self._syntax = syntax
         self._big_endian = not syntax.is_little_endian
         self._vr = str(raw.VR or "OW")
@@ -244,7 +251,8 @@ def _pixel_element(dataset: Dataset) -> tuple[int, RawDataElement]:
     raise FrameNotFound("the instance has no pixel data, so no frames")
 
 
-def _frame_info(dataset: Dataset, syntax: UID) -> FrameInfo:
+def frame_info(dataset: Dataset, syntax: UID) -> FrameInfo:
+    """The Image Pixel attributes of ``dataset`` as a FrameInfo; MalformedFile if missing."""
     try:
         frames = int(dataset.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):

@@ -26,7 +26,7 @@ from dicomweb_gw.codecs.encoders import (
     encode_frame,
     sample_format,
 )
-from dicomweb_gw.codecs.frames import FrameInfo
+from dicomweb_gw.codecs.frames import frame_info
 from dicomweb_gw.codecs.part10 import part10_chunks, to_explicit_little_endian
 from dicomweb_gw.model import RetrievedInstance
 
@@ -96,16 +96,7 @@ def transcode_instance(instance: RetrievedInstance, transfer_syntax_uid: str
 
 def _encode_pixel_data(dataset: Dataset, transfer_syntax_uid: str) -> None:
     """Replace native Pixel Data by its frames encoded in ``transfer_syntax_uid``."""
-    info = FrameInfo(
-        number_of_frames=max(int(dataset.get("NumberOfFrames") or 1), 1),
-        transfer_syntax_uid=_EXPLICIT_LE,
-        rows=int(dataset.Rows),
-        columns=int(dataset.Columns),
-        samples_per_pixel=int(dataset.get("SamplesPerPixel") or 1),
-        bits_allocated=int(dataset.BitsAllocated),
-        photometric_interpretation=str(dataset.get("PhotometricInterpretation") or ""),
-        planar_configuration=int(dataset.get("PlanarConfiguration") or 0),
-    )
+    info = frame_info(dataset, uid.UID(_EXPLICIT_LE))
     sample = SampleFormat(int(dataset.get("BitsStored") or info.bits_allocated),
                           int(dataset.get("PixelRepresentation") or 0))
     length = info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
