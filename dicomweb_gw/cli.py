@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dicomweb_gw import __version__
 from dicomweb_gw.errors import PacsError
+from dicomweb_gw.logs import configure_logging
 from dicomweb_gw.settings import PacsNode, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -25,10 +26,9 @@ log = logging.getLogger("dicomweb_gw")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pynetdicom", "pydicom"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    json_lines = os.environ.get("DICOMWEB_GW_LOG_FORMAT", "text").strip().lower() == "json"
+    configure_logging(json_lines=json_lines,
+                      level=logging.WARNING if args.quiet else logging.INFO)
     try:
         result: int = args.run(args)
         return result
@@ -91,7 +91,8 @@ def _run_gateway(settings: Settings, host: str, port: int) -> int:
     gateway = Gateway(settings)
     gateway.start()  # bind the storage SCP now, so a port clash is one clear line
     app = create_app(gateway=gateway)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+    # log_config=None: uvicorn logs through our handler (request ids, JSON when asked).
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, log_config=None)
     return 0
 
 

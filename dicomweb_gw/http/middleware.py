@@ -13,9 +13,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomweb_gw.logs import REQUEST_ID, new_request_id
 from dicomweb_gw.metrics import GatewayMetrics
 
-__all__ = ["CrossOriginResourcePolicy", "RequestMetrics", "middleware"]
+__all__ = ["CrossOriginResourcePolicy", "RequestIds", "RequestMetrics", "middleware"]
 
 
 class CrossOriginResourcePolicy:
@@ -41,6 +42,32 @@ class CrossOriginResourcePolicy:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+class RequestIds:
+    """Sets the request id for everything the request does, and echoes it to the client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = new_request_id(offered)
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class RequestMetrics:
@@ -76,7 +103,7 @@ class RequestMetrics:
 def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = None
                ) -> list[Middleware]:
     """Metrics outermost (they see every status), CORS for the listed origins, then CORP."""
-    stack = [Middleware(CrossOriginResourcePolicy)]
+    stack = [Middleware(RequestIds), Middleware(CrossOriginResourcePolicy)]
     if cors_origins:
         stack.insert(0, Middleware(
             CORSMiddleware,

@@ -10,6 +10,7 @@ DIMSE operation has really ended, not when the HTTP side gave up on it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import threading
@@ -169,7 +170,10 @@ class DimsePacsClient:
                 with suppress(RuntimeError):  # the loop is already closed at shutdown
                     loop.call_soon_threadsafe(slots.release)
 
-        threading.Thread(target=run, name=f"dimse-{self._node.name}", daemon=True).start()
+        # The worker carries the request's context (its request id) into its log lines.
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(run,), name=f"dimse-{self._node.name}",
+                         daemon=True).start()
         received = (self._metrics.retrieved_bytes.labels(self._node.name)
                     if self._metrics is not None and size is not None else None)
         try:
