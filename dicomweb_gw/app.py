@@ -27,6 +27,7 @@ from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
+from dicomweb_gw.http.openapi import openapi_json
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point, node_routes
 from dicomweb_gw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dicomweb_gw.metrics import GatewayMetrics
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz_endpoint(gateway), methods=["GET"]),
         Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/cache/studies/{study}", purge, methods=["DELETE"]),
         Route("/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
         Route("/pacs/{pacs}/cache/studies/{study}", purge, methods=["DELETE"]),

@@ -334,3 +334,13 @@ def test_date_given_by_tag_names_the_keyword() -> None:
 )
 def test_string_values_pass_through_unchanged(name: str, value: str) -> None:
     assert match_of(name, value) == value
+
+
+@pytest.mark.parametrize(("key", "value"), [("Modality", "Ж"), ("AccessionNumber", "Ж"),
+                                            ("StudyID", "Ж")])
+def test_non_ascii_values_only_where_the_vr_allows_them(key: str, value: str) -> None:
+    if key == "Modality":  # CS: default repertoire only
+        with pytest.raises(BadRequest, match="Modality"):
+            parse_query(QueryLevel.STUDY, [(key, value)], {})
+    else:  # SH may use the Specific Character Set
+        assert parse_query(QueryLevel.STUDY, [(key, value)], {}).match

@@ -21,6 +21,9 @@ _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
 #: Parameters that are legal but do not affect the search itself.
 _IGNORED = {"accept", "charset"}
+#: VRs limited to the default character repertoire (PS3.5 6.2); the others may use
+#: the Specific Character Set (ISO_IR 192 in our C-FIND requests).
+_ASCII_ONLY = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
 _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _DATETIME = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
@@ -128,6 +131,10 @@ def _matching_value(tag: int, name: str, value: str) -> str:
         return value
     if vr == "SQ":
         raise BadRequest(f"query key '{name}': matching on a sequence is not supported")
+    if vr in _ASCII_ONLY and not value.isascii():
+        # These VRs use the default repertoire only: such a value cannot be sent
+        # to the PACS (and could never match), whatever the character set.
+        raise BadRequest(f"{label} '{value}' must be ASCII (VR {vr})")
     if any(ord(ch) < 0x20 for ch in value):
         raise BadRequest(f"query key '{name}': control characters are not allowed")
     return value
