@@ -19,6 +19,17 @@ from dicomweb_gw.metrics import GatewayMetrics
 __all__ = ["CrossOriginResourcePolicy", "RequestIds", "RequestMetrics", "middleware"]
 
 
+def _adding_header(send: Send, name: bytes, value: bytes) -> Send:
+    """``send`` with one more header on the response start."""
+
+    async def send_with_header(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (name, value)]
+        await send(message)
+
+    return send_with_header
+
+
 class CrossOriginResourcePolicy:
     """``Cross-Origin-Resource-Policy: cross-origin`` on every response.
 
@@ -34,14 +45,8 @@ class CrossOriginResourcePolicy:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"cross-origin-resource-policy", b"cross-origin"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
+        await self.app(scope, receive,
+                       _adding_header(send, b"cross-origin-resource-policy", b"cross-origin"))
 
 
 class RequestIds:
@@ -58,14 +63,9 @@ class RequestIds:
         request_id = new_request_id(offered)
         token = REQUEST_ID.set(request_id)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive,
+                           _adding_header(send, b"x-request-id", request_id.encode()))
         finally:
             REQUEST_ID.reset(token)
 
