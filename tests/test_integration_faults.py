@@ -225,9 +225,9 @@ def test_idle_pooled_associations_are_released_before_the_network_timeout(
     with demo_gateway(tmp_path, corpus.study("ct_small"), timeout=2) as gw:
         assert httpx.get(f"{gw.dicomweb()}/studies", timeout=20).status_code == 200
         client = gw.app.state.gateway.clients["faulty"]
-        assert client._open == 1  # pooled, kept for the next query
+        assert client._associations.open == 1  # pooled, kept for the next query
         deadline = time.monotonic() + 5
-        while client._open and time.monotonic() < deadline:
+        while client._associations.open and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert client._open == 0
+        assert client._associations.open == 0
         assert httpx.get(f"{gw.dicomweb()}/studies", timeout=20).status_code == 200

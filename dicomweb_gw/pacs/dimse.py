@@ -16,11 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 
 from dicomweb_gw.errors import (
@@ -34,10 +34,11 @@ from dicomweb_gw.errors import (
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs import contexts, storescu
+from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
 from dicomweb_gw.pacs.protocol import StoreOutcome, StoreRequest
 from dicomweb_gw.pacs.sink import InstanceSink
-from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
+from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER
 from dicomweb_gw.pacs.status import CANCELLED, PENDING, SUCCESS, failure_for_status
 from dicomweb_gw.pacs.storescp import MoveReceiver
 from dicomweb_gw.settings import PacsNode
@@ -47,12 +48,6 @@ __all__ = ["DimsePacsClient"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Our receive PDU size. Large PDUs cut per-PDU overhead on the receive path,
-#: which is where pynetdicom spends its time on a retrieve.
-MAX_PDU = 4 * 1024 * 1024
-#: Idle pooled associations older than this are closed rather than reused:
-#: PACS drop idle associations after a while, and a dead one costs a retry.
-IDLE_SECONDS = 20.0
 #: After a C-CANCEL, how long the PACS gets to wind down before we abort.
 CANCEL_GRACE_SECONDS = 5.0
 _FIND_QUEUE = 64
@@ -68,21 +63,10 @@ class DimsePacsClient:
         self._ae_title = ae_title
         self._receiver = receiver
         self._timeout = node.timeout
-        self._ae = AE(ae_title=ae_title)
-        self._ae.acse_timeout = node.timeout
-        self._ae.dimse_timeout = node.timeout
-        self._ae.network_timeout = node.timeout
-        self._ae.connection_timeout = min(node.timeout, 10.0)
+        self._associations = Associations(node, ae_title=ae_title, metrics=metrics)
         self._slots: asyncio.Semaphore | None = None
-        self._lock = threading.Lock()
-        self._idle: list[tuple[float, Association]] = []
-        self._open = 0
         self._message_ids = itertools.count(1)
-        # Shorter than the network timeout, so we release idle associations first.
-        self._idle_seconds = min(IDLE_SECONDS, node.timeout / 2)
         self._metrics = metrics
-        if metrics is not None:
-            metrics.associations.labels(node.name).set_function(lambda: self._open)
 
     @property
     def name(self) -> str:
@@ -132,10 +116,7 @@ class DimsePacsClient:
         return results[0]
 
     async def aclose(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for _, assoc in idle:
-            await asyncio.to_thread(self._close, assoc)
+        await asyncio.to_thread(self._associations.close_idle)
 
     # -- thread plumbing ----------------------------------------------------
     async def _stream(
@@ -184,114 +165,13 @@ class DimsePacsClient:
         finally:
             channel.cancel()
 
-    # -- associations -------------------------------------------------------
-    def _associate(
-        self,
-        requested: list[Any],
-        *,
-        ext_neg: list[Any] | None = None,
-        handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
-    ) -> Association:
-        self._make_room()
-        started = time.monotonic()
-        assoc = self._ae.associate(
-            self._node.host,
-            self._node.port,
-            contexts=requested,
-            ae_title=self._node.ae_title,
-            max_pdu=MAX_PDU,
-            ext_neg=ext_neg,
-            evt_handlers=[NODELAY_HANDLER, *handlers],
-        )
-        if assoc.is_established:
-            with self._lock:
-                self._open += 1
-            return assoc
-        where = f"{self._node.host}:{self._node.port}"
-        if assoc.is_rejected:
-            raise PacsUnavailable(
-                self._node.name,
-                f"rejected the association (called AE '{self._node.ae_title}', calling AE "
-                f"'{self._ae_title}'): check both AE titles are configured on the PACS",
-            )
-        if time.monotonic() - started >= min(self._timeout, 10.0) - 0.5:
-            raise PacsTimeout(self._node.name, f"no answer from {where} within the timeout")
-        raise PacsUnavailable(self._node.name, f"cannot connect to {where}")
-
-    def _close(self, assoc: Association) -> None:
-        with self._lock:
-            self._open -= 1
-        if assoc.is_established:
-            assoc.release()
-
-    def _make_room(self) -> None:
-        """Close idle pooled associations so we stay within the PACS's limit."""
-        with self._lock:
-            surplus = max(0, self._open + 1 - self._node.max_associations)
-            victims = [assoc for _, assoc in self._idle[:surplus]]
-            self._idle = self._idle[surplus:]
-        for assoc in victims:
-            self._close(assoc)
-
-    @contextmanager
-    def _pooled(self) -> Iterator[tuple[Association, bool]]:
-        """A C-FIND/C-ECHO association, reused across requests.
-
-        Yields ``(assoc, reused)``. The association goes back to the pool only
-        if the operation left it established and idle.
-        """
-        assoc, reused = self._checkout()
-        ok = False
-        try:
-            yield assoc, reused
-            ok = True
-        finally:
-            if ok and assoc.is_established:
-                with self._lock:
-                    self._idle.append((time.monotonic(), assoc))
-                # Release it ourselves once idle long enough, before pynetdicom's
-                # network timeout aborts it (and logs an ERROR that alarms admins).
-                reaper = threading.Timer(self._idle_seconds + 0.5, self._reap_idle)
-                reaper.daemon = True
-                reaper.start()
-            else:
-                if assoc.is_established:
-                    assoc.abort()
-                with self._lock:
-                    self._open -= 1
-
-    def _reap_idle(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            stale = [assoc for since, assoc in self._idle if now - since >= self._idle_seconds]
-            self._idle = [(since, a) for since, a in self._idle if a not in stale]
-        for assoc in stale:
-            self._close(assoc)
-
-    def _checkout(self) -> tuple[Association, bool]:
-        now = time.monotonic()
-        stale: list[Association] = []
-        found: Association | None = None
-        with self._lock:
-            while self._idle:
-                since, assoc = self._idle.pop()
-                if assoc.is_established and now - since < self._idle_seconds:
-                    found = assoc
-                    break
-                stale.append(assoc)
-        for assoc in stale:
-            self._close(assoc)
-        if found is not None:
-            return found, True
-        return self._associate(contexts.find_contexts()), False
-
     def _next_message_id(self) -> int:
         return next(self._message_ids) % 65535 + 1
 
     # -- operations (worker threads) -----------------------------------------
     def _echo_worker(self, channel: Channel[None]) -> None:
         for attempt in range(2):
-            with self._pooled() as (assoc, reused):
+            with self._associations.pooled() as (assoc, reused):
                 status = assoc.send_c_echo(msg_id=self._next_message_id())
                 if "Status" in status and status.Status == SUCCESS:
                     return
@@ -324,7 +204,7 @@ class DimsePacsClient:
         self, query: Dataset, deliver: Callable[[Dataset], None], stop: Callable[[], bool]
     ) -> None:
         for attempt in range(2):
-            with self._pooled() as (assoc, reused):
+            with self._associations.pooled() as (assoc, reused):
                 try:
                     model = _model(assoc, contexts.FIND_MODELS)
                     if model is None:
@@ -399,7 +279,7 @@ class DimsePacsClient:
         classes = list(sop_class_uids) or self._discover_sop_classes(keys)
         requested, roles = contexts.get_contexts(classes)
         sink = InstanceSink(channel)
-        assoc = self._associate(requested, ext_neg=roles,
+        assoc = self._associations.associate(requested, ext_neg=roles,
                                 handlers=[(evt.EVT_C_STORE, sink.on_store), FAST_POLL_HANDLER])
         try:
             model, identifier = self._retrieve_request(assoc, contexts.GET_MODELS, keys, "C-GET")
@@ -407,14 +287,14 @@ class DimsePacsClient:
             responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
             self._follow_retrieve(assoc, "C-GET", model, msg_id, responses, sink)
         finally:
-            self._close(assoc)
+            self._associations.close(assoc)
 
     def _store_worker(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
         def associate(requested: list[Any], handlers: Sequence[Any]) -> Association:
-            return self._associate(requested, handlers=[FAST_POLL_HANDLER, *handlers])
+            return self._associations.associate(requested, handlers=[FAST_POLL_HANDLER, *handlers])
 
         try:
-            return storescu.store_batch(associate, requests, release=self._close,
+            return storescu.store_batch(associate, requests, release=self._associations.close,
                                         message_id=self._next_message_id)
         except storescu.StoreInterrupted as exc:
             raise self._broken(exc.association, "C-STORE", exc.last_activity) from None
@@ -424,14 +304,15 @@ class DimsePacsClient:
             raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
         sink = InstanceSink(channel)
         with self._receiver.expect(keys, sink) as msg_id:
-            assoc = self._associate(contexts.move_contexts(), handlers=[FAST_POLL_HANDLER])
+            assoc = self._associations.associate(contexts.move_contexts(),
+                                                 handlers=[FAST_POLL_HANDLER])
             try:
                 model, identifier = self._retrieve_request(assoc, contexts.MOVE_MODELS, keys,
                                                            "C-MOVE")
                 responses = assoc.send_c_move(identifier, self._ae_title, model, msg_id=msg_id)
                 self._follow_retrieve(assoc, "C-MOVE", model, msg_id, responses, sink)
             finally:
-                self._close(assoc)
+                self._associations.close(assoc)
 
     def _retrieve_request(
         self, assoc: Association, models: tuple[str, str], keys: RetrieveKeys, operation: str

@@ -19,6 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.pacs.associations import MAX_PDU
 from dicomweb_gw.pacs.contexts import VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
@@ -26,7 +27,6 @@ from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 __all__ = ["MoveReceiver"]
 
 log = logging.getLogger(__name__)
-_MAX_PDU = 4 * 1024 * 1024
 #: pynetdicom, as acceptor, picks the first of *our* syntaxes that the PACS
 #: proposes. A PACS proposes the syntax a file is stored in (plus uncompressed
 #: fallbacks), so compressed syntaxes come first to receive instances as stored,
@@ -62,7 +62,7 @@ class MoveReceiver:
 
     def start(self) -> None:
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = _MAX_PDU
+        ae.maximum_pdu_size = MAX_PDU
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, _PREFERRED_SYNTAXES)
