@@ -6,6 +6,7 @@ packaged JSON rendering (``openapi/build.py``), served at ``/openapi.json``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -13,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.testclient import TestClient
 
 from dicomweb_gw.app import create_app
 from dicomweb_gw.http.openapi import openapi_document
@@ -66,7 +67,12 @@ def test_packaged_copy_equals_the_canonical_yaml(spec: dict[str, Any]) -> None:
 
 def test_served_document_equals_the_canonical_yaml(app: Starlette,
                                                   spec: dict[str, Any]) -> None:
-    response = TestClient(app).get("/openapi.json")
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/openapi.json")
+
+    response = asyncio.run(fetch())
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == spec
