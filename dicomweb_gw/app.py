@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             await gateway.stop()
 
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=middleware(settings.cors_origins, gateway.metrics),
+                    middleware=middleware(settings.cors_origins, gateway.metrics, settings),
                     lifespan=lifespan)
     app.state.gateway = gateway
     app.state.services = services

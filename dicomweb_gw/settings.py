@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 __all__ = ["PacsNode", "Settings", "SettingsError", "load_settings"]
 
@@ -84,6 +85,20 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Upper bound on QIDO results per request (the client's limit is capped to it).
     qido_max_results: int = 1000
+    #: API keys (bearer or X-API-Key); each grants read and write.
+    api_keys: tuple[str, ...] = ()
+    #: OIDC: tokens must come from this issuer, for this audience, signed by a JWKS key.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_read_scope: str = "dicomweb.read"
+    oidc_write_scope: str = "dicomweb.write"
+    #: Path prefixes served without authentication (probes, metrics, the API description).
+    auth_open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys) or self.oidc_issuer is not None
 
     def node(self, name: str | None = None) -> PacsNode:
         wanted = self.default_pacs if name is None else name
@@ -116,7 +131,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _from_toml(data: Mapping[str, Any]) -> Settings:
     known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
              "cache_ttl", "upload_max_bytes", "qido_max_results", "cors_origins",
-             "default_pacs", "pacs"}
+             "default_pacs", "pacs", *_AUTH_KEYS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -147,6 +162,29 @@ def _from_toml(data: Mapping[str, Any]) -> Settings:
     if "qido_max_results" in data:
         settings = replace(settings, qido_max_results=_positive_int(
             "qido_max_results", data["qido_max_results"]))
+    return _auth(settings, {key: data[key] for key in _AUTH_KEYS if key in data}, "")
+
+
+_AUTH_KEYS = ("api_keys", "oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_read_scope",
+              "oidc_write_scope", "auth_open_paths")
+
+
+def _auth(settings: Settings, values: Mapping[str, Any], prefix: str) -> Settings:
+    """Auth settings from TOML (``prefix=""``) or the environment (``DICOMWEB_GW_``)."""
+
+    def name(key: str) -> str:
+        return prefix + key.upper() if prefix else key
+
+    if "api_keys" in values:
+        settings = replace(settings, api_keys=_api_keys(name("api_keys"), values["api_keys"]))
+    words: dict[str, Any] = {key: _token_free(name(key), values[key])
+                             for key in ("oidc_issuer", "oidc_audience", "oidc_jwks_url",
+                                         "oidc_read_scope", "oidc_write_scope")
+                             if key in values}
+    settings = replace(settings, **words)
+    if "auth_open_paths" in values:
+        settings = replace(settings, auth_open_paths=_open_paths(name("auth_open_paths"),
+                                                                 values["auth_open_paths"]))
     return settings
 
 
@@ -199,6 +237,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
     if (value := var("QIDO_MAX_RESULTS")) is not None:
         settings = replace(settings, qido_max_results=_positive_int(
             ENV_PREFIX + "QIDO_MAX_RESULTS", value))
+    settings = _auth(settings, {key: value for key in _AUTH_KEYS
+                                if (value := var(key.upper())) is not None}, ENV_PREFIX)
 
     overrides: dict[str, Any] = {}
     if (value := var("PACS_HOST")) is not None:
@@ -229,10 +269,79 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"{ENV_PREFIX}STORE_PORT={settings.store_port} is the port of a local PACS; "
             "the gateway's storage SCP needs a port of its own")
+    _check_oidc(settings)
     return settings
 
 
+def _check_oidc(settings: Settings) -> None:
+    """OIDC needs all three settings; half a configuration must not silently mean 'open'."""
+    given = {"OIDC_ISSUER": settings.oidc_issuer, "OIDC_AUDIENCE": settings.oidc_audience,
+             "OIDC_JWKS_URL": settings.oidc_jwks_url}
+    missing = [ENV_PREFIX + key for key, value in given.items() if value is None]
+    if missing and len(missing) < len(given):
+        raise SettingsError(f"OIDC needs {', '.join(missing)} as well")
+    if settings.oidc_jwks_url is None:
+        return
+    url = urlsplit(settings.oidc_jwks_url)
+    # Keys fetched over plain HTTP could be swapped by anyone on the path; only
+    # a loopback JWKS (a sidecar, the tests) may skip TLS.
+    if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+        raise SettingsError(f"{ENV_PREFIX}OIDC_JWKS_URL={settings.oidc_jwks_url!r}: must be an "
+                            "https:// URL (http:// only for a loopback host)")
+    if not url.hostname:
+        raise SettingsError(f"{ENV_PREFIX}OIDC_JWKS_URL={settings.oidc_jwks_url!r}: no host")
+
+
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: Shorter keys are guessable; 16 characters is the least a generated key has.
+_MIN_API_KEY_LENGTH = 16
+
+
+def _api_keys(name: str, value: object) -> tuple[str, ...]:
+    """A list of keys, or a file of keys (one a line, ``#`` comments) named by a value
+    starting with ``/`` or ``@`` -- a mounted Kubernetes secret keeps keys out of the env."""
+    if isinstance(value, list | tuple):
+        items = [str(item) for item in value]
+    else:
+        text = str(value).strip()
+        if text.startswith(("/", "@")):
+            path = Path(text.removeprefix("@")).expanduser()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise SettingsError(f"{name}: cannot read key file {path}: {reason}") from None
+            items = [line.split("#", 1)[0] for line in lines]
+            if not any(item.strip() for item in items):
+                raise SettingsError(f"{name}: key file {path} holds no key")
+        else:
+            items = text.split(",")
+    keys = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    for index, key in enumerate(keys, 1):
+        # The message names the key by position only: keys must not reach logs.
+        if len(key) < _MIN_API_KEY_LENGTH or not key.isascii() or not key.isprintable() \
+                or any(ch.isspace() or ch == "," for ch in key):
+            raise SettingsError(
+                f"{name}: key #{index} must be at least {_MIN_API_KEY_LENGTH} printable ASCII "
+                "characters without spaces or commas")
+    return keys
+
+
+def _token_free(name: str, value: object) -> str:
+    """A single word: an issuer, audience, URL or scope name."""
+    text = str(value).strip()
+    if not text or any(ch.isspace() for ch in text):
+        raise SettingsError(f"{name}={value!r}: must be one non-empty word without spaces")
+    return text
+
+
+def _open_paths(name: str, value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    paths = tuple(str(item).strip() for item in items if str(item).strip())
+    for path in paths:
+        if not path.startswith("/") or any(ch.isspace() for ch in path):
+            raise SettingsError(f"{name}: '{path}' is not a path prefix like /healthz")
+    return paths
 
 
 def _origins(name: str, value: object) -> tuple[str, ...]:

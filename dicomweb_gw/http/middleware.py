@@ -1,4 +1,4 @@
-"""Response headers every route needs: cross-origin resource policy and CORS.
+"""Response headers every route needs (CORP, CORS, request ids), metrics and auth.
 
 Pure ASGI, so streamed retrieves stay streamed (Starlette's BaseHTTPMiddleware
 would sit between the app and every body chunk).
@@ -13,8 +13,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomweb_gw.http.auth import Authentication
 from dicomweb_gw.logs import REQUEST_ID, new_request_id
 from dicomweb_gw.metrics import GatewayMetrics
+from dicomweb_gw.settings import Settings
 
 __all__ = ["CrossOriginResourcePolicy", "RequestIds", "RequestMetrics", "middleware"]
 
@@ -100,10 +102,18 @@ class RequestMetrics:
                 self.metrics.observe_request(path, scope["method"], 499, started)
 
 
-def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = None
-               ) -> list[Middleware]:
-    """Metrics outermost (they see every status), CORS for the listed origins, then CORP."""
+def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = None,
+               settings: Settings | None = None) -> list[Middleware]:
+    """Metrics outermost (they see every status), CORS for the listed origins, then CORP,
+    then authentication when ``settings`` enable it.
+
+    Authentication is innermost: CORS answers preflights (which never carry
+    credentials) before it, and its 401/403 still get CORS, CORP and request-id
+    headers so that a browser viewer can read why it was refused.
+    """
     stack = [Middleware(RequestIds), Middleware(CrossOriginResourcePolicy)]
+    if settings is not None and settings.auth_enabled:
+        stack.append(Middleware(Authentication, settings=settings))
     if cors_origins:
         stack.insert(0, Middleware(
             CORSMiddleware,
