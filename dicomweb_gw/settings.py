@@ -327,11 +327,12 @@ def _api_keys(name: str, value: object) -> tuple[str, ...]:
     return keys
 
 
-def _token_free(name: str, value: object) -> str:
-    """A single word: an issuer, audience, URL or scope name."""
+def _token_free(name: str, value: object,
+                what: str = "one non-empty word without spaces") -> str:
+    """A single word: an issuer, audience, URL, scope name or host."""
     text = str(value).strip()
     if not text or any(ch.isspace() for ch in text):
-        raise SettingsError(f"{name}={value!r}: must be one non-empty word without spaces")
+        raise SettingsError(f"{name}={value!r}: must be {what}")
     return text
 
 
@@ -355,10 +356,7 @@ def _origins(name: str, value: object) -> tuple[str, ...]:
 
 
 def _host(name: str, value: object) -> str:
-    text = str(value).strip()
-    if not text or any(ch.isspace() for ch in text):
-        raise SettingsError(f"{name}={value!r}: must be a host name or IP address")
-    return text
+    return _token_free(name, value, "a host name or IP address")
 
 
 def _port(name: str, value: object) -> int:
