@@ -25,9 +25,7 @@ import io
 import mimetypes
 import os
 import re
-import shutil
 import string
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -63,6 +61,7 @@ from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from npm_cache import cache_dir, npm_pack, publish
 from pacs_fixtures import LOOPBACK, free_port
 
 OHIF_PACKAGE = "@ohif/app"
@@ -70,7 +69,6 @@ OHIF_VERSION = "3.13.2"
 CHROMIUM = Path("/usr/bin/chromium")
 CONFIG_TEMPLATE = Path(__file__).resolve().parent / "configs" / "ohif-app-config.js.template"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "ohif"
-NPM_TIMEOUT = 300.0
 SERVER_START_TIMEOUT = 10.0
 
 # Launch flags that work on a GPU-less, offline CI machine. Playwright adds
@@ -99,49 +97,27 @@ mimetypes.add_type("application/wasm", ".wasm")
 # --------------------------------------------------------------------------- OHIF files
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dicomweb-gw-test" / "ohif"
-
-
 def ensure_ohif_dist(version: str = OHIF_VERSION) -> Path:
     """``package/dist`` of ``@ohif/app@version``: ``npm pack`` once, then reused.
 
     Unpacked next to its final place and renamed into it, so an interrupted
     download never leaves a half-filled cache behind.
     """
-    target = _cache_root() / version
+    target = cache_dir("ohif") / version
     dist = target / "package" / "dist"
     if (dist / "index.html").is_file():
         return dist
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail(
-            "`npm` not found: the OHIF end-to-end tests fetch the viewer with "
-            f"`npm pack {OHIF_PACKAGE}@{version}`; install the Debian package `npm` "
-            "(apt-get install -y npm; see .ci/test)", pytrace=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as scratch:
-        result = subprocess.run(
-            [npm, "pack", f"{OHIF_PACKAGE}@{version}", "--silent"],
-            cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False)
-        tarballs = list(Path(scratch).glob("*.tgz"))
-        if result.returncode != 0 or len(tarballs) != 1:
-            pytest.fail(
-                f"`npm pack {OHIF_PACKAGE}@{version}` failed (exit {result.returncode}):\n"
-                f"{result.stdout}{result.stderr}", pytrace=False)
+        tarball = npm_pack(OHIF_PACKAGE, version, Path(scratch),
+                           "the OHIF end-to-end tests fetch the viewer")
         unpacked = Path(scratch) / "unpacked"
-        with tarfile.open(tarballs[0]) as archive:
+        with tarfile.open(tarball) as archive:
             archive.extractall(unpacked, filter="data")
         if not (unpacked / "package" / "dist" / "index.html").is_file():
             pytest.fail(f"{OHIF_PACKAGE}@{version} has no package/dist/index.html",
                         pytrace=False)
-        try:
-            unpacked.rename(target)
-        except OSError:
-            # Another run filled the cache first: use theirs.
-            if not (dist / "index.html").is_file():
-                raise
+        publish(unpacked, target, ready=(dist / "index.html").is_file)
     return dist
 
 

