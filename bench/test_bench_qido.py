@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from timing import latency_ms, stats
 
 from conftest import GatewayProcess
 from corpus import Corpus
@@ -23,17 +22,6 @@ from pacs_fixtures import RunningPacs
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = {"Accept": "application/dicom+json"}
-
-
-def _http_ms(url: str, params: dict[str, str]) -> dict[str, float]:
-    times = []
-    with httpx.Client(timeout=60) as client:
-        client.get(url, params=params, headers=JSON).raise_for_status()
-        for _ in range(RUNS):
-            started = time.perf_counter()
-            client.get(url, params=params, headers=JSON).raise_for_status()
-            times.append((time.perf_counter() - started) * 1000)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
 def _findscu_ms(pacs: RunningPacs, patient_name: str) -> dict[str, float]:
@@ -48,7 +36,7 @@ def _findscu_ms(pacs: RunningPacs, patient_name: str) -> dict[str, float]:
         started = time.perf_counter()
         subprocess.run(command, check=True, env=env, capture_output=True)
         times.append((time.perf_counter() - started) * 1000)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+    return stats(times)
 
 
 @pytest.mark.pacs
@@ -57,16 +45,18 @@ def test_qido_latency(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: Ru
     name = corpus.study("ct_small").patient_name.split("^")[0] + "*"
     params = {"PatientName": name, "limit": "101",
               "includefield": "00081030,00080060,00080090,00100030"}
+    def qido(url: str, query: dict[str, str]) -> dict[str, float]:
+        return latency_ms(url, JSON, RUNS, params=query)
+
+    mine, theirs = gateway.dicomweb("orthanc"), orthanc_pacs.dicomweb_url
     results = {
-        "gateway -> dcmqrscp": _http_ms(f"{gateway.dicomweb('dcmqrscp')}/studies", params),
+        "gateway -> dcmqrscp": qido(f"{gateway.dicomweb('dcmqrscp')}/studies", params),
         "findscu -> dcmqrscp": _findscu_ms(dcmqrscp_pacs, name),
-        "gateway -> Orthanc": _http_ms(f"{gateway.dicomweb('orthanc')}/studies", params),
+        "gateway -> Orthanc": qido(f"{mine}/studies", params),
         "findscu -> Orthanc": _findscu_ms(orthanc_pacs, name),
-        "Orthanc's own QIDO": _http_ms(f"{orthanc_pacs.dicomweb_url}/studies", params),
-        "gateway -> Orthanc, all studies": _http_ms(f"{gateway.dicomweb('orthanc')}/studies",
-                                                    {"limit": "101"}),
-        "Orthanc's own QIDO, all studies": _http_ms(f"{orthanc_pacs.dicomweb_url}/studies",
-                                                    {"limit": "101"}),
+        "Orthanc's own QIDO": qido(f"{theirs}/studies", params),
+        "gateway -> Orthanc, all studies": qido(f"{mine}/studies", {"limit": "101"}),
+        "Orthanc's own QIDO, all studies": qido(f"{theirs}/studies", {"limit": "101"}),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "qido.json").write_text(json.dumps(results, indent=2))

@@ -6,15 +6,12 @@ results in ``bench/results/render.json``. Timings are reported, never asserted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from timing import cold_ms, latency_ms, per_second
 
 from conftest import GatewayProcess as RunningGateway
 from corpus import Corpus
@@ -23,40 +20,6 @@ from pacs_fixtures import RunningPacs
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 RESULTS = Path(__file__).resolve().parent / "results"
 JPEG = {"Accept": "image/jpeg"}
-
-
-def _latency_ms(url: str, runs: int = RUNS) -> dict[str, float]:
-    times = []
-    with httpx.Client(timeout=120) as client:
-        client.get(url, headers=JPEG).raise_for_status()  # warm: caches, connections
-        for _ in range(runs):
-            started = time.perf_counter()
-            response = client.get(url, headers=JPEG)
-            times.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-            assert response.headers["content-type"].startswith("image/jpeg")
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
-
-
-def _cold_ms(gateway: RunningGateway, study_uid: str, url: str) -> float:
-    with httpx.Client(timeout=120) as client:
-        client.delete(f"{gateway.url}/pacs/orthanc/cache/studies/{study_uid}").raise_for_status()
-        started = time.perf_counter()
-        client.get(url, headers=JPEG).raise_for_status()
-        return (time.perf_counter() - started) * 1000
-
-
-def _images_per_second(urls: list[str], concurrency: int = 8) -> float:
-    async def run() -> float:
-        queue = list(urls)
-        async with httpx.AsyncClient(timeout=60) as client:
-            async def worker() -> None:
-                while queue:
-                    (await client.get(queue.pop(), headers=JPEG)).raise_for_status()
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return len(urls) / (time.perf_counter() - started)
-    return asyncio.run(run())
 
 
 @pytest.mark.pacs
@@ -68,24 +31,29 @@ def test_rendered_latency(gateway: RunningGateway, corpus: Corpus,
     frame_paths = [f"{series_path}/instances/{i.sop_instance_uid}/frames/1/rendered"
                    for i in series.instances]
     mine, theirs = gateway.dicomweb("orthanc"), orthanc_pacs.dicomweb_url
+
+    def jpeg_ms(url: str) -> dict[str, float]:
+        return latency_ms(url, JPEG, RUNS, expect_type="image/jpeg")
+
+    frame, viewport = frame_paths[0], frame_paths[0] + "?viewport=256,256"
     results: dict[str, object] = {
         "frame rendered, 512x512 CT": {
-            "gateway cold ms": _cold_ms(gateway, big.study_uid, mine + frame_paths[0]),
-            "gateway warm ms": _latency_ms(mine + frame_paths[0]),
-            "orthanc ms": _latency_ms(theirs + frame_paths[0]),
+            "gateway cold ms": cold_ms(gateway.url, "orthanc", big.study_uid, mine + frame, JPEG),
+            "gateway warm ms": jpeg_ms(mine + frame),
+            "orthanc ms": jpeg_ms(theirs + frame),
         },
         "frame rendered, viewport=256,256": {
-            "gateway warm ms": _latency_ms(mine + frame_paths[0] + "?viewport=256,256"),
-            "orthanc ms": _latency_ms(theirs + frame_paths[0] + "?viewport=256,256"),
+            "gateway warm ms": jpeg_ms(mine + viewport),
+            "orthanc ms": jpeg_ms(theirs + viewport),
         },
         "series thumbnail, viewport=256,256 (OHIF)": {
-            "gateway warm ms": _latency_ms(mine + series_path + "/thumbnail?viewport=256,256"),
+            "gateway warm ms": jpeg_ms(mine + series_path + "/thumbnail?viewport=256,256"),
         },
     }
-    _images_per_second([mine + p for p in frame_paths])  # every instance cached
+    per_second([mine + p for p in frame_paths], JPEG)  # every instance cached
     results["frames rendered, 8 concurrent, 100 instances"] = {
-        "gateway warm images/s": _images_per_second([mine + p for p in frame_paths]),
-        "orthanc images/s": _images_per_second([theirs + p for p in frame_paths]),
+        "gateway warm images/s": per_second([mine + p for p in frame_paths], JPEG),
+        "orthanc images/s": per_second([theirs + p for p in frame_paths], JPEG),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "render.json").write_text(json.dumps(results, indent=2))

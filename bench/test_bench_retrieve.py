@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from timing import stats
 
 from conftest import GatewayProcess as RunningGateway
 from corpus import Corpus
@@ -73,15 +74,11 @@ def _measure(run: Callable[[], tuple[float, float, int]]) -> dict[str, object]:
     firsts = [s[0] for s in samples]
     totals = [s[1] for s in samples]
     return {
-        "first_part_s": _stats(firsts),
-        "total_s": _stats(totals),
+        "first_part_s": stats(firsts),
+        "total_s": stats(totals),
         "bytes": samples[0][2],
         "mb_per_s": samples[0][2] / 1e6 / statistics.median(totals),
     }
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 @pytest.mark.pacs

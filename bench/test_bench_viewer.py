@@ -6,16 +6,13 @@ Run with ``.venv/bin/python -m pytest bench -s -p no:cacheprovider``; results in
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
-import statistics
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from timing import cold_ms, latency_ms, per_second
 
 from conftest import GatewayProcess as RunningGateway
 from corpus import Corpus, SeriesInfo, StudyInfo, _stack, _StudySpec, _StudyWriter
@@ -41,39 +38,6 @@ def series_600(orthanc_pacs: RunningPacs, tmp_path_factory: pytest.TempPathFacto
     return study, series
 
 
-def _median_ms(url: str, headers: dict[str, str], runs: int = RUNS) -> dict[str, float]:
-    times = []
-    with httpx.Client(timeout=120) as client:
-        client.get(url, headers=headers).raise_for_status()  # warm: caches, connections
-        for _ in range(runs):
-            started = time.perf_counter()
-            client.get(url, headers=headers).raise_for_status()
-            times.append((time.perf_counter() - started) * 1000)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
-
-
-def _cold_ms(gateway: RunningGateway, node: str, study_uid: str, url: str) -> float:
-    with httpx.Client(timeout=120) as client:
-        client.delete(f"{gateway.url}/pacs/{node}/cache/studies/{study_uid}").raise_for_status()
-        started = time.perf_counter()
-        client.get(url, headers=JSON).raise_for_status()
-        return (time.perf_counter() - started) * 1000
-
-
-def _frames_per_second(urls: list[str], concurrency: int = 8) -> float:
-    async def run() -> float:
-        queue = list(urls)
-        async with httpx.AsyncClient(timeout=60) as client:
-            async def worker() -> None:
-                while queue:
-                    response = await client.get(queue.pop(), headers={"Accept": FRAME})
-                    response.raise_for_status()
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return len(urls) / (time.perf_counter() - started)
-    return asyncio.run(run())
-
-
 @pytest.mark.pacs
 def test_viewer_paths(gateway: RunningGateway, corpus: Corpus, orthanc_pacs: RunningPacs,
                       series_600: tuple[StudyInfo, SeriesInfo]) -> None:
@@ -84,19 +48,20 @@ def test_viewer_paths(gateway: RunningGateway, corpus: Corpus, orthanc_pacs: Run
         path = f"/studies/{study.study_uid}/series/{series.series_uid}/metadata"
         gateway_url = gateway.dicomweb("orthanc") + path
         results[f"metadata {label}"] = {
-            "gateway cold ms": _cold_ms(gateway, "orthanc", study.study_uid, gateway_url),
-            "gateway warm ms": _median_ms(gateway_url, JSON),
-            "orthanc ms": _median_ms(orthanc_pacs.dicomweb_url + path, JSON),
+            "gateway cold ms": cold_ms(gateway.url, "orthanc", study.study_uid, gateway_url, JSON),
+            "gateway warm ms": latency_ms(gateway_url, JSON, RUNS),
+            "orthanc ms": latency_ms(orthanc_pacs.dicomweb_url + path, JSON, RUNS),
         }
     series = big.series[0]
     rng = random.Random(7)
     paths = [f"/studies/{big.study_uid}/series/{series.series_uid}/instances/"
              f"{rng.choice(series.instances).sop_instance_uid}/frames/1"
              for _ in range(FRAME_REQUESTS)]
-    _frames_per_second([gateway.dicomweb("orthanc") + p for p in paths[:100]])  # warm
+    frame = {"Accept": FRAME}
+    per_second([gateway.dicomweb("orthanc") + p for p in paths[:100]], frame)  # warm
     results["frames, 8 concurrent, 100-instance series"] = {
-        "gateway warm fps": _frames_per_second([gateway.dicomweb("orthanc") + p for p in paths]),
-        "orthanc fps": _frames_per_second([orthanc_pacs.dicomweb_url + p for p in paths]),
+        "gateway warm fps": per_second([gateway.dicomweb("orthanc") + p for p in paths], frame),
+        "orthanc fps": per_second([orthanc_pacs.dicomweb_url + p for p in paths], frame),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
