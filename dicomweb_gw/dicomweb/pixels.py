@@ -33,8 +33,8 @@ from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.codecs.transcode import FrameCache, SampleFormat, encode_frame, sample_format
 from dicomweb_gw.dicomweb.selection import PixelChoice, PixelRequest, choose_pixels
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
-from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part, exists
-from dicomweb_gw.errors import NotAcceptable, NotFound, PacsFailure
+from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part
+from dicomweb_gw.errors import NotAcceptable, NotFound
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -151,14 +151,9 @@ class PixelService:
 
     async def instance(self, pacs: PacsClient, keys: RetrieveKeys) -> object:
         """The instance under ``keys``: a CachedInstance, or a MemoryInstance the cache refused."""
-        try:
-            async with aclosing(self._source.instances(pacs, keys)) as landed:
-                async for item in landed:
-                    return item.handle
-        except PacsFailure:
-            if not await exists(pacs, keys):
-                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
-            raise
+        async with aclosing(self._source.instances(pacs, keys)) as landed:
+            async for item in landed:
+                return item.handle
         raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'")
 
     def reader(self, path: Path) -> FrameReader:

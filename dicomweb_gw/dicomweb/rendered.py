@@ -34,8 +34,7 @@ from dicomweb_gw.codecs.render import RenderParams, Viewport, render_frame
 from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.dicomweb.pixels import PixelService, evicted_as_503, on_disk
 from dicomweb_gw.dicomweb.source import MemoryInstance
-from dicomweb_gw.dicomweb.wado import exists
-from dicomweb_gw.errors import NotAcceptable, NotFound, PacsFailure
+from dicomweb_gw.errors import NotAcceptable, NotFound
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -113,14 +112,9 @@ class RenderService:
         if keys.instance_uid is not None:
             return await self._pixels.instance(pacs, keys)
         landed: list[Landed] = []
-        try:
-            async with aclosing(self._pixels.source.instances(pacs, keys)) as arriving:
-                async for item in arriving:
-                    landed.append(item)
-        except PacsFailure:
-            if not await exists(pacs, keys):
-                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
-            raise
+        async with aclosing(self._pixels.source.instances(pacs, keys)) as arriving:
+            async for item in arriving:
+                landed.append(item)
         if not landed:
             raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'")
         with evicted_as_503():

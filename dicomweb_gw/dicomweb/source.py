@@ -15,10 +15,12 @@ from io import BytesIO
 
 import anyio
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.dicomweb.flights import Flight, FlightTable, Landed
+from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -67,9 +69,19 @@ class InstanceSource:
                     self.store.mark_complete, flight.keys.study_uid, flight.keys.series_uid,
                     [item.sop_instance_uid for item in flight.landed])
 
-        async with aclosing(self.flights.join(pacs.name, keys, produce, completed)) as landed:
-            async for item in landed:
-                yield item
+        delivered = False
+        try:
+            async with aclosing(self.flights.join(pacs.name, keys, produce,
+                                                  completed)) as landed:
+                async for item in landed:
+                    delivered = True
+                    yield item
+        except PacsFailure:
+            # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
+            # whether the object exists before calling it a PACS failure.
+            if not delivered and not await exists(pacs, keys):
+                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
+            raise
 
     async def _cached(self, keys: RetrieveKeys) -> list[CachedInstance] | None:
         if keys.instance_uid is not None:
@@ -93,6 +105,22 @@ class InstanceSource:
             return Landed(str(header.get("StudyInstanceUID", "")),
                           str(header.get("SeriesInstanceUID", "")),
                           instance.sop_instance_uid, MemoryInstance(instance))
+
+
+async def exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
+    query = Dataset()
+    query.StudyInstanceUID = keys.study_uid
+    if keys.series_uid is not None:
+        query.SeriesInstanceUID = keys.series_uid
+    if keys.instance_uid is not None:
+        query.SOPInstanceUID = keys.instance_uid
+    try:
+        async with aclosing(pacs.find(keys.level, query)) as found:
+            async for _ in found:
+                return True
+    except PacsError:
+        return True  # cannot tell: report the original failure
+    return False
 
 
 def _landed(instance: CachedInstance) -> Landed:

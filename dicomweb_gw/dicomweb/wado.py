@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 import anyio
 from pydicom import uid
-from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.codecs.transcode import TranscodeError, producible, transcode_instance
 from dicomweb_gw.dicomweb.selection import InstanceSelection
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
-from dicomweb_gw.errors import GatewayError, NotFound, PacsError, PacsFailure
+from dicomweb_gw.errors import GatewayError
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -26,22 +25,6 @@ __all__ = ["InstanceSelection", "Part", "WadoService"]
 class Part:
     content_type: str
     chunks: tuple[bytes, ...]
-
-
-async def exists(pacs: PacsClient, keys: RetrieveKeys) -> bool:
-    query = Dataset()
-    query.StudyInstanceUID = keys.study_uid
-    if keys.series_uid is not None:
-        query.SeriesInstanceUID = keys.series_uid
-    if keys.instance_uid is not None:
-        query.SOPInstanceUID = keys.instance_uid
-    try:
-        async with aclosing(pacs.find(keys.level, query)) as found:
-            async for _ in found:
-                return True
-    except PacsError:
-        return True  # cannot tell: report the original failure
-    return False
 
 
 EVICTED_MESSAGE = ("an instance was evicted from the cache while being served (the cache is "
@@ -69,18 +52,9 @@ class WadoService:
     async def retrieve(
         self, pacs: PacsClient, keys: RetrieveKeys, selection: InstanceSelection
     ) -> AsyncGenerator[Part, None]:
-        delivered = False
-        try:
-            async with aclosing(self._source.instances(pacs, keys)) as landed:
-                async for item in landed:
-                    yield await self._part(item.handle, selection)
-                    delivered = True
-        except PacsFailure:
-            # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
-            # whether the object exists before calling it a PACS failure.
-            if not delivered and not await exists(pacs, keys):
-                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
-            raise
+        async with aclosing(self._source.instances(pacs, keys)) as landed:
+            async for item in landed:
+                yield await self._part(item.handle, selection)
 
     async def _part(self, handle: object, selection: InstanceSelection) -> Part:
         stored = _stored_syntax(handle)

@@ -19,8 +19,7 @@ from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.dicomweb.metadata import instance_metadata
 from dicomweb_gw.dicomweb.source import InstanceSource
-from dicomweb_gw.dicomweb.wado import exists
-from dicomweb_gw.errors import NotFound, PacsFailure
+from dicomweb_gw.errors import NotFound
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
@@ -70,13 +69,8 @@ class MetadataService:
         return b"[" + b",".join(b for b in bodies if b) + b"]"
 
     async def _landed(self, pacs: PacsClient, keys: RetrieveKeys) -> list[Landed]:
-        try:
-            async with aclosing(self._source.instances(pacs, keys)) as landed:
-                items = [item async for item in landed]
-        except PacsFailure:
-            if not await exists(pacs, keys):
-                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
-            raise
+        async with aclosing(self._source.instances(pacs, keys)) as landed:
+            items = [item async for item in landed]
         if not items:
             raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'")
         return items
