@@ -1,4 +1,5 @@
-"""``dicomweb-gw``: serve, demo, echo."""
+"""``dicomweb-gw``: serve, demo, echo, cache, and the admin commands (find, prefetch,
+config check) whose logic lives in ``dicomweb_gw.admin``."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     json_lines = os.environ.get("DICOMWEB_GW_LOG_FORMAT", "text").strip().lower() == "json"
-    configure_logging(json_lines=json_lines,
-                      level=logging.WARNING if args.quiet else logging.INFO)
+    # The admin commands print their own results: INFO lines would only bury them.
+    quiet = args.quiet or getattr(args, "admin", False)
+    configure_logging(json_lines=json_lines, level=logging.WARNING if quiet else logging.INFO)
     try:
         result: int = args.run(args)
         return result
@@ -75,7 +77,53 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("study", help="StudyInstanceUID")
     purge.add_argument("series", nargs="?", help="SeriesInstanceUID (default: the whole study)")
     cache.set_defaults(run=_cache)
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    find = commands.add_parser(
+        "find", help="search the PACS like QIDO-RS and print a table",
+        description="Search a PACS node with the gateway's own QIDO-RS code. KEY=VALUE terms "
+                    "are QIDO query parameters: PatientID=12345 PatientName=DOE* "
+                    "StudyDate=20240101-20240131 ModalitiesInStudy=CT includefield=all.")
+    find.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    find.add_argument("--node", "--pacs", dest="node", help="PACS node (default: the default)")
+    find.add_argument("--level", choices=["studies", "series", "instances"],
+                      help="what to list (default: studies; series with --study; "
+                           "instances with --series)")
+    find.add_argument("--study", help="only in this StudyInstanceUID")
+    find.add_argument("--series", help="only in this SeriesInstanceUID")
+    find.add_argument("--limit", type=int, default=100, help="most results (default 100)")
+    find.add_argument("--json", action="store_true", help="print DICOM JSON, as QIDO-RS would")
+    find.add_argument("terms", nargs="*", metavar="KEY=VALUE", help="matching keys")
+    find.set_defaults(run=_find, admin=True)
+
+    prefetch = commands.add_parser(
+        "prefetch", help="warm the cache with whole studies",
+        description="Retrieve studies into the cache. With --url (or DICOMWEB_GW_URL), through "
+                    "the running gateway; without, in this process, with the gateway stopped.")
+    prefetch.add_argument("--config", type=Path,
+                          help="TOML config file (or DICOMWEB_GW_CONFIG); without --url only")
+    prefetch.add_argument("--node", "--pacs", dest="node", help="PACS node (default: the default)")
+    prefetch.add_argument("--url", default=os.environ.get("DICOMWEB_GW_URL"),
+                          help="running gateway, e.g. http://gw.example:8080 (or DICOMWEB_GW_URL)")
+    prefetch.add_argument("--token", default=os.environ.get("DICOMWEB_GW_TOKEN"),
+                          help="bearer token or API key for --url (or DICOMWEB_GW_TOKEN)")
+    prefetch.add_argument("studies", nargs="+", metavar="STUDY_UID")
+    prefetch.set_defaults(run=_prefetch, admin=True)
+
+    config = commands.add_parser("config", help="check the configuration")
+    config_actions = config.add_subparsers(dest="action", required=True)
+    check = config_actions.add_parser(
+        "check", help="validate settings, C-ECHO every node, check cache and ports",
+        description="Validate the settings, C-ECHO every PACS node, check the cache folder and "
+                    "the C-MOVE port, and print what to register on the PACS. Exit 1 if a "
+                    "check failed.")
+    check.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    check.add_argument("--no-echo", dest="echo", action="store_false",
+                       help="do not C-ECHO the PACS nodes")
+    check.set_defaults(run=_config_check, admin=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -157,6 +205,28 @@ def _cache(args: argparse.Namespace) -> int:
         finally:
             store.close()
     return 0
+
+
+def _find(args: argparse.Namespace) -> int:
+    from dicomweb_gw.admin.find import FindRequest, run_find
+
+    settings = load_settings(config_file=args.config)
+    return run_find(settings, FindRequest(node=args.node, level=args.level, study=args.study,
+                                          series=args.series, limit=args.limit,
+                                          as_json=args.json, terms=args.terms))
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    from dicomweb_gw.admin.prefetch import PrefetchRequest, run_prefetch
+
+    return run_prefetch(PrefetchRequest(studies=args.studies, node=args.node, url=args.url,
+                                        token=args.token, config=args.config))
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from dicomweb_gw.admin.config_check import run_config_check
+
+    return run_config_check(args.config, echo=args.echo)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -172,7 +172,9 @@ def test_version_matches_package_metadata() -> None:
     assert installed == __version__
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["serve", "--port", "http"]])
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["serve", "--port", "http"],
+                                  ["config"], ["prefetch"], ["find", "--level", "patients"],
+                                  ["find", "--limit", "many"]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
