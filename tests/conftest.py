@@ -1,3 +1,3 @@
 """Shared pytest configuration: the real-PACS fixtures and the test corpus are plugins."""
 
-pytest_plugins = ["pacs_fixtures", "corpus", "gateway_fixtures"]
+pytest_plugins = ["pacs_fixtures", "corpus", "gateway_fixtures", "cluster_fixtures", "s3_fixtures"]

@@ -37,6 +37,7 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # DICOM UIDs are digits and dots; anything else (or a very long name) is filed under a hash.
 _SAFE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 _HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber", "InstanceNumber"]
+_META_KEYWORDS = ("MediaStorageSOPInstanceUID", "MediaStorageSOPClassUID", "TransferSyntaxUID")
 
 
 def _sha1(text: str) -> str:
@@ -80,6 +81,11 @@ class Header:
     series_uid: str
     series_number: int | None
     instance_number: int | None
+    # From the File Meta Information ('' when absent): what a file adopted from
+    # elsewhere (DiskInstanceStore.adopt) is, since no RetrievedInstance says it.
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    transfer_syntax_uid: str = ""
 
 
 def write_chunks(file: BinaryIO, chunks: Iterable[bytes]) -> None:
@@ -114,11 +120,13 @@ def read_header(path: Path) -> Header:
         series_uid = str(dataset.get("SeriesInstanceUID", "") or "")
         series_number = _integer(dataset.get("SeriesNumber"))
         instance_number = _integer(dataset.get("InstanceNumber"))
+        meta = dataset.file_meta  # pydicom reads it whatever specific_tags asks for
+        identity = [str(meta.get(keyword, "") or "") for keyword in _META_KEYWORDS]
     except Exception as exc:  # pydicom raises many kinds on malformed input
         raise InvalidInstance(f"cannot parse the data set: {exc}") from exc
     if not study_uid or not series_uid:
         raise InvalidInstance("the data set has no StudyInstanceUID or SeriesInstanceUID")
-    return Header(study_uid, series_uid, series_number, instance_number)
+    return Header(study_uid, series_uid, series_number, instance_number, *identity)
 
 
 def _integer(value: object) -> int | None:

@@ -19,24 +19,34 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from dicomweb_gw.cache import _files
-from dicomweb_gw.cache._files import NO_SPACE, Layout, read_header, unlink_quietly
+from dicomweb_gw.cache._files import (
+    NO_SPACE,
+    TEMP_PREFIX,
+    Header,
+    Layout,
+    read_header,
+    unlink_quietly,
+)
 from dicomweb_gw.cache._index import STUDY, InstanceRow
 from dicomweb_gw.cache._recovery import CacheInUse, lock_directory, open_index, reconcile
-from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, CacheStats
+from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, CacheStats, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.model import RetrievedInstance
 
 __all__ = ["CacheInUse", "DiskInstanceStore"]
 
 log = logging.getLogger(__name__)
+
+_COPY_CHUNK = 1 << 20
 
 
 class DiskInstanceStore:
@@ -87,35 +97,12 @@ class DiskInstanceStore:
         except BaseException:
             unlink_quietly(temp)
             raise
-        with self._lock:
-            old = self._index.instance(uid)
-            try:
-                if old is not None:
-                    # The old row goes first (the rename would make it lie), keeping the
-                    # file (renamed over) and the completeness records (same UID).
-                    self._forget([old], keep_records=True, keep_files=True)
-                os.replace(temp, final)
-            except BaseException:
-                unlink_quietly(temp)
-                raise
-            self._tick += 1
-            row = InstanceRow(uid, header.study_uid, header.series_uid, instance.sop_class_uid,
-                              instance.transfer_syntax_uid, header.series_number,
-                              header.instance_number, size, self._tick, self._tick)
-            try:
-                metadata = self._index.insert(row)
-            except sqlite3.Error as exc:
-                unlink_quietly(final)
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise CacheFull(errno.ENOSPC, f"no space for the index: {exc}") from exc
-                raise
-            self._unlink([], metadata)
-            self._count += 1
-            self._bytes += size
-            self._evict(self._max_bytes, exclude=uid)
-            return self._cached(row)
+        return self._install(temp, final, uid, header, instance.sop_class_uid,
+                             instance.transfer_syntax_uid, size)
 
-    def get(self, sop_instance_uid: str) -> CachedInstance | None:
+    def get(self, sop_instance_uid: str, *, study_uid: str | None = None,
+            series_uid: str | None = None) -> CachedInstance | None:
+        """As the protocol says; the hints only help shared tiers and are ignored here."""
         with self._lock:
             row = self._index.instance(sop_instance_uid)
             if row is None or not self._present(row):
@@ -126,10 +113,13 @@ class DiskInstanceStore:
             return self._cached(row)
 
     def mark_complete(self, study_uid: str, series_uid: str | None,
-                      sop_instance_uids: Collection[str]) -> None:
+                      sop_instance_uids: Collection[str], *,
+                      completed_at: float | None = None) -> None:
+        """As the protocol says. ``completed_at`` (default: now) lets a record copied
+        from a shared tier keep its original time, so it does not outlive it."""
         with self._lock:
-            self._index.mark_complete(study_uid, series_uid, list(sop_instance_uids),
-                                      self._clock())
+            when = self._clock() if completed_at is None else completed_at
+            self._index.mark_complete(study_uid, series_uid, list(sop_instance_uids), when)
 
     def complete(self, study_uid: str, series_uid: str | None,
                  max_age: float) -> list[CachedInstance] | None:
@@ -211,7 +201,54 @@ class DiskInstanceStore:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    # -- internals (called with self._lock held, except _write) -----------------------------
+    # -- beyond the protocol: filling the cache from a shared tier (tiered.py) -------------
+
+    def staging_path(self, sop_instance_uid: str) -> Path:
+        """A fresh temp-file name where the instance will live. A file written there
+        is adopted by a rename, and one a crash leaves behind is deleted by reconcile."""
+        directory = self._layout.instance_path(sop_instance_uid).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part"
+
+    def adopt(self, path: Path) -> CachedInstance:
+        """Cache a complete, fsynced Part 10 file, replacing any with its SOP Instance UID.
+
+        The store takes the file over: it is renamed into place (copied if it is on
+        another file system), or deleted when it cannot be cached. What the instance
+        is (SOP Instance/Class UID, transfer syntax) comes from its File Meta
+        Information. Raises ``CacheFull`` and ``InvalidInstance`` like ``put``.
+        """
+        try:
+            size = path.stat().st_size
+            header = read_header(path)
+            uid = header.sop_instance_uid
+            if not (uid and header.sop_class_uid and header.transfer_syntax_uid):
+                raise InvalidInstance("the file meta lacks the SOP Instance UID, SOP Class "
+                                      "UID or transfer syntax")
+            if size > self._max_bytes:
+                raise CacheFull(errno.EFBIG, f"instance {uid} ({size} bytes) is larger than "
+                                             f"the whole cache ({self._max_bytes} bytes)")
+            final = self._layout.instance_path(uid)
+            if path.parent != final.parent:
+                path = _move_into(path, final.parent)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        return self._install(path, final, uid, header, header.sop_class_uid,
+                             header.transfer_syntax_uid, size)
+
+    def peek(self, sop_instance_uids: Iterable[str]) -> dict[str, CachedInstance]:
+        """Which of the instances are cached, by SOP Instance UID, without marking them
+        used or counting hits and misses (a tier above asks this to decide what to fetch)."""
+        with self._lock:
+            found: dict[str, CachedInstance] = {}
+            for uid in sop_instance_uids:
+                row = self._index.instance(uid)
+                if row is not None and self._present(row):
+                    found[uid] = self._cached(row)
+            return found
+
+    # -- internals (called with self._lock held, except _write and _install) ---------------
 
     def _write(self, directory: Path, chunks: Sequence[bytes], size: int, uid: str) -> Path:
         """A temp file with the chunks; on a full disk, evict ``size`` bytes and retry once."""
@@ -233,6 +270,37 @@ class DiskInstanceStore:
                 raise
             raise CacheFull(errno.ENOSPC, f"no space left for instance {uid} "
                                           f"after evicting {freed} bytes") from exc
+
+    def _install(self, temp: Path, final: Path, uid: str, header: Header, sop_class_uid: str,
+                 transfer_syntax_uid: str, size: int) -> CachedInstance:
+        """Rename a complete temp file (in ``final``'s directory) into place and index it."""
+        with self._lock:
+            old = self._index.instance(uid)
+            try:
+                if old is not None:
+                    # The old row goes first (the rename would make it lie), keeping the
+                    # file (renamed over) and the completeness records (same UID).
+                    self._forget([old], keep_records=True, keep_files=True)
+                os.replace(temp, final)
+            except BaseException:
+                unlink_quietly(temp)
+                raise
+            self._tick += 1
+            row = InstanceRow(uid, header.study_uid, header.series_uid, sop_class_uid,
+                              transfer_syntax_uid, header.series_number,
+                              header.instance_number, size, self._tick, self._tick)
+            try:
+                metadata = self._index.insert(row)
+            except sqlite3.Error as exc:
+                unlink_quietly(final)
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise CacheFull(errno.ENOSPC, f"no space for the index: {exc}") from exc
+                raise
+            self._unlink([], metadata)
+            self._count += 1
+            self._bytes += size
+            self._evict(self._max_bytes, exclude=uid)
+            return self._cached(row)
 
     def _evict(self, budget: int, exclude: str | None) -> int:
         """Evict least recently used instances until at most ``budget`` bytes are cached."""
@@ -284,3 +352,18 @@ class DiskInstanceStore:
         return CachedInstance(row.study_uid, row.series_uid, row.sop_instance_uid,
                               row.sop_class_uid, row.transfer_syntax_uid,
                               self._layout.instance_path(row.sop_instance_uid), row.size)
+
+
+def _move_into(path: Path, directory: Path) -> Path:
+    """``path`` moved to a temp name in ``directory``: renamed, or copied across file systems."""
+    moved = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(path, moved)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with path.open("rb") as source:
+            moved = _files.write_temp(directory, iter(lambda: source.read(_COPY_CHUNK), b""))
+        unlink_quietly(path)
+    return moved

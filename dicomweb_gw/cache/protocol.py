@@ -72,8 +72,14 @@ class InstanceStore(Protocol):
         """
         ...
 
-    def get(self, sop_instance_uid: str) -> CachedInstance | None:
-        """The cached instance (now most recently used), or None."""
+    def get(self, sop_instance_uid: str, *, study_uid: str | None = None,
+            series_uid: str | None = None) -> CachedInstance | None:
+        """The cached instance (now most recently used), or None.
+
+        ``study_uid`` and ``series_uid`` are hints, when the caller knows them: a
+        store with a shared tier (tiered.py) needs them to find the instance there,
+        a purely local store ignores them.
+        """
         ...
 
     def mark_complete(self, study_uid: str, series_uid: str | None,

@@ -1,0 +1,159 @@
+"""Several real gateway processes sharing one Redis and one shared store.
+
+Each replica is ``python -m dicomweb_gw serve`` in its own process (as on
+Kubernetes, several pods), configured through the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from pacs_fixtures import GATEWAY_AE_TITLE, free_port
+
+__all__ = ["RedisServer", "Replica", "running_replicas"]
+
+_START_TIMEOUT = 30.0
+
+
+class RedisServer:
+    """redis-server (Debian's) on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server not found: install the Debian package redis-server "
+                        "(bash .ci/test does)")
+        self._binary = binary
+        self._workdir = workdir
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = (self._workdir / "redis.log").open("ab")
+        self._process = subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._workdir)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Replica:
+    name: str
+    url: str
+    store_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def kill(self) -> None:
+        """SIGKILL, as when a node dies: no clean shutdown."""
+        with suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of /metrics, e.g. ``metric("dicomweb_gw_cluster_flights_total",
+        'role="owned"')``; 0 when absent."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        wanted = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_replicas(count: int, tmp: Path, env: Mapping[str, str]) -> Iterator[list[Replica]]:
+    """``count`` gateway processes with ``env`` (DICOMWEB_GW_*) plus their own port,
+    storage SCP port and local cache folder."""
+    replicas: list[Replica] = []
+    try:
+        for index in range(count):
+            name = f"replica{index}"
+            port, store_port = free_port(), free_port()
+            log_path = tmp / f"{name}.log"
+            replica_env = {
+                **os.environ,
+                "DICOMWEB_GW_AE_TITLE": GATEWAY_AE_TITLE,
+                "DICOMWEB_GW_STORE_PORT": str(store_port),
+                "DICOMWEB_GW_CACHE_DIR": str(tmp / name / "cache"),
+                **env,
+            }
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "dicomweb_gw", "serve", "--host", "127.0.0.1",
+                     "--port", str(port)],
+                    env=replica_env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL)
+            replicas.append(Replica(name, f"http://127.0.0.1:{port}", store_port, process,
+                                    log_path))
+        for replica in replicas:
+            _wait_healthy(replica)
+        yield replicas
+    finally:
+        for replica in replicas:
+            if replica.process.poll() is None:
+                replica.process.terminate()
+                try:
+                    replica.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    replica.kill()
+
+
+def _wait_healthy(replica: Replica) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        if replica.process.poll() is not None:
+            raise RuntimeError(f"{replica.name} exited at start:\n{replica.log()[-3000:]}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{replica.url}/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{replica.name} not healthy in time:\n{replica.log()[-3000:]}")
+        time.sleep(0.1)
