@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from dicomweb_gw.audit import AuditLog
+from dicomweb_gw.cache.blobs import BlobStore, blob_store_from_url
+from dicomweb_gw.cache.blobs_folder import FolderBlobStore
 from dicomweb_gw.cache.disk import DiskInstanceStore
+from dicomweb_gw.cache.protocol import InstanceStore
+from dicomweb_gw.cache.tiered import TieredInstanceStore
+from dicomweb_gw.cluster.flights import ClusterFlights
+from dicomweb_gw.cluster.link import RedisLink
+from dicomweb_gw.cluster.moves import MoveRouting
+from dicomweb_gw.cluster.shared_caches import MetadataSharingStore, SharedQidoService
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
@@ -23,6 +34,7 @@ from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService
 from dicomweb_gw.errors import NotFound, PacsError
+from dicomweb_gw.http.audit import AuditTrail
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
@@ -33,6 +45,7 @@ from dicomweb_gw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
+from dicomweb_gw.redaction import install_patient_data_filter
 from dicomweb_gw.settings import Settings, SettingsError, load_settings
 
 __all__ = ["Gateway", "create_app"]
@@ -42,7 +55,8 @@ _READY_TIMEOUT = 5.0
 
 
 class Gateway:
-    """The long-lived parts: PACS clients and the C-MOVE storage SCP."""
+    """The long-lived parts: PACS clients, the C-MOVE storage SCP, caches, and
+    (with several replicas) the link to Redis."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -52,17 +66,28 @@ class Gateway:
             if needs_receiver else None
         )
         self.metrics = GatewayMetrics()
+        self.audit = AuditLog(settings.audit_log)
         self.clients = {
             node.name: DimsePacsClient(node, ae_title=settings.ae_title, receiver=self.receiver,
                                        metrics=self.metrics)
             for node in settings.nodes
         }
-        self._stores: dict[str, DiskInstanceStore] = {}
+        self._stores: dict[str, InstanceStore] = {}
         self._started = False
         self.metrics.watch_caches(
             lambda: {name: store.stats() for name, store in list(self._stores.items())})
+        self.link = (RedisLink(settings.redis_url, on_health=self.metrics.redis_up.set)
+                     if settings.redis_url else None)
+        self.cluster = (ClusterFlights(self.link, lease_seconds=settings.lease_seconds)
+                        if self.link is not None else None)
+        self.routing = (MoveRouting(self.link, self.store)
+                        if self.link is not None and self.receiver is not None else None)
+        if self.receiver is not None:
+            self.receiver.routing = self.routing
+        if self.link is not None:
+            self.metrics.watch_cluster(self.link, self.cluster)
 
-    def store(self, node: str) -> DiskInstanceStore:
+    def store(self, node: str) -> InstanceStore:
         """The instance cache of one PACS node, opened on first use (reconciling what a
         crash left).
 
@@ -73,12 +98,36 @@ class Gateway:
             folder = self.settings.cache_dir / node
             budget = self.settings.cache_max_bytes // max(1, len(self.settings.nodes))
             try:
-                self._stores[node] = DiskInstanceStore(folder, budget)
+                local = DiskInstanceStore(folder, budget)
             except OSError as exc:
                 raise SettingsError(
                     f"cannot use cache folder {folder} "
                     f"(DICOMWEB_GW_CACHE_DIR): {exc.strerror or exc}") from None
+            store: InstanceStore = local
+            if self.settings.shared_store is not None:
+                # The local cache stays: it holds the files this replica streams from.
+                store = TieredInstanceStore(local, self._shared_blobs(node))
+            if self.link is not None:
+                store = MetadataSharingStore(store, self.link, node=node,
+                                             ttl=self.settings.cache_ttl)
+            self._stores[node] = store
         return self._stores[node]
+
+    def _shared_blobs(self, node: str) -> BlobStore:
+        # One prefix per node, like the local cache: a study cached from one PACS
+        # says nothing about another.
+        url = f"{self.settings.shared_store or ''}".rstrip("/") + f"/{node}"
+        try:
+            blobs = blob_store_from_url(url, s3_endpoint=self.settings.s3_endpoint,
+                                        s3_region=self.settings.s3_region)
+        except ValueError as exc:
+            raise SettingsError(f"DICOMWEB_GW_SHARED_STORE: {exc}") from None
+        if isinstance(blobs, FolderBlobStore):
+            # Temp files of writers that died midway: swept in the background, as the
+            # walk over a large shared volume must not delay the start.
+            threading.Thread(target=blobs.remove_stale_temps, name=f"sweep-{node}",
+                             daemon=True).start()
+        return blobs
 
     def start(self) -> None:
         """Bind the storage SCP; a port clash is a settings error, said in one line."""
@@ -86,6 +135,7 @@ class Gateway:
             return
         for node in self.clients:  # open the caches now: a bad folder is a start-up error
             self.store(node)
+        self.audit.start()  # so is an audit log file that cannot be opened
         if self.receiver is not None:
             try:
                 self.receiver.start()
@@ -93,6 +143,8 @@ class Gateway:
                 raise SettingsError(
                     f"cannot listen for C-MOVE on port {self.settings.store_port} "
                     f"(DICOMWEB_GW_STORE_PORT): {exc.strerror}") from None
+            if self.routing is not None:
+                self.routing.start(self.receiver.deliver)
         self._started = True
 
     async def stop(self) -> None:
@@ -100,6 +152,11 @@ class Gateway:
             await client.aclose()
         if self.receiver is not None:
             await asyncio.to_thread(self.receiver.stop)
+        if self.routing is not None:
+            await asyncio.to_thread(self.routing.stop)
+        if self.link is not None:
+            await self.link.aclose()
+        await asyncio.to_thread(self.audit.close)  # writes what is queued
         stores, self._stores = self._stores, {}
         for store in stores.values():
             await asyncio.to_thread(store.close)
@@ -110,7 +167,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     if gateway is None:
         gateway = Gateway(settings if settings is not None else load_settings())
     settings = gateway.settings
-    qido = QidoService(max_results=settings.qido_max_results)
+    qido = (SharedQidoService(max_results=settings.qido_max_results, link=gateway.link,
+                              ttl=settings.qido_cache_ttl)
+            if gateway.link is not None and settings.qido_cache_ttl > 0
+            else QidoService(max_results=settings.qido_max_results))
     services = {name: _services(gateway, name, qido) for name in gateway.clients}
 
     purge = _purge_endpoint(gateway)
@@ -139,6 +199,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_stream_abort_filter()
+        install_patient_data_filter(settings.log_patient_data)
         gateway.start()
         try:
             yield
@@ -146,7 +207,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             await gateway.stop()
 
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=middleware(settings.cors_origins, gateway.metrics, settings),
+                    middleware=middleware(settings.cors_origins, gateway.metrics, settings,
+                                          _audit_trail(gateway, mounts[mount_point(None)])),
                     lifespan=lifespan)
     app.state.gateway = gateway
     app.state.services = services
@@ -156,7 +218,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
     """Lazy about the store: it is opened at start-up, not when the app is built."""
     ttl = gateway.settings.cache_ttl
-    source = InstanceSource(lambda: gateway.store(node), ttl=ttl)
+    source = InstanceSource(lambda: gateway.store(node), ttl=ttl, cluster=gateway.cluster)
     pixels = PixelService(source)
     return Services(qido=qido, wado=WadoService(source),
                     metadata=MetadataService(source, ttl=ttl), pixels=pixels,
@@ -213,3 +275,12 @@ def _readyz_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response
         return Response(dumps(body), status_code=status, media_type="application/json")
 
     return readyz
+
+
+def _audit_trail(gateway: Gateway, base: Mount) -> Middleware | None:
+    """The audit middleware, told the DICOMweb routes (every node's base has ``base``'s)."""
+    if not gateway.audit.enabled:
+        return None
+    settings = gateway.settings
+    return Middleware(AuditTrail, log=gateway.audit, routes=base.routes,
+                      default_pacs=settings.default_pacs, auth_enabled=settings.auth_enabled)

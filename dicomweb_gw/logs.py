@@ -3,7 +3,8 @@
 The request id comes from the client's ``X-Request-ID`` (a reverse proxy or
 ingress usually sets one) or is made up, travels in a context variable into
 the DIMSE worker threads, and is echoed in the response, so one search in the
-log finds everything a request did.
+log finds everything a request did. Patient data is kept out of every line
+(``dicomweb_gw.redaction``); who accessed it goes to the audit log instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 import uuid
 
 import orjson
+
+from dicomweb_gw.redaction import PATIENT_DATA_FILTER
 
 __all__ = ["REQUEST_ID", "configure_logging", "new_request_id"]
 
@@ -55,6 +58,8 @@ def configure_logging(*, json_lines: bool, level: int = logging.INFO) -> None:
     """Root logging for the CLI: one handler on stderr, request ids on every record."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
+    # Patient data stays out from the first line on; the app's start-up may let it in.
+    handler.addFilter(PATIENT_DATA_FILTER)
     handler.setFormatter(_JsonFormatter() if json_lines else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()

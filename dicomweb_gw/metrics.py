@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dicomweb_gw.cache.protocol import CacheStats
+
+if TYPE_CHECKING:
+    from dicomweb_gw.cluster.flights import ClusterFlights
+    from dicomweb_gw.cluster.link import RedisLink
 
 __all__ = ["CONTENT_TYPE", "UNMATCHED", "GatewayMetrics", "route_label"]
 
@@ -64,6 +69,15 @@ class GatewayMetrics:
             "dicomweb_gw_associations_open", "DIMSE associations open to each PACS",
             ["pacs"], registry=self.registry)
 
+        self.redis_up = Gauge(
+            "dicomweb_gw_redis_up", "1 while Redis answers (several replicas share work); "
+            "0 while each replica works alone", registry=self.registry)
+
+    def watch_cluster(self, link: RedisLink, flights: ClusterFlights | None) -> None:
+        """Redis errors and how this replica's retrieves were shared, read at scrape time."""
+        self.redis_up.set(1)
+        self.registry.register(_ClusterCollector(link, flights))
+
     def watch_caches(self, stats: Callable[[], Mapping[str, CacheStats]]) -> None:
         """Cache figures are read from the stores at scrape time, not tracked twice."""
         self.registry.register(_CacheCollector(stats))
@@ -101,3 +115,24 @@ class _CacheCollector(Collector):
                 counter.add_metric([pacs], getattr(stats, name))
         yield from gauges.values()
         yield from counters.values()
+
+
+class _ClusterCollector(Collector):
+    def __init__(self, link: RedisLink, flights: ClusterFlights | None) -> None:
+        self._link = link
+        self._flights = flights
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        errors = CounterMetricFamily("dicomweb_gw_redis_errors",
+                                     "Redis operations that failed (the replica then works alone)")
+        errors.add_metric([], self._link.errors)
+        yield errors
+        if self._flights is not None:
+            roles = CounterMetricFamily(
+                "dicomweb_gw_cluster_flights",
+                "Retrieves by this replica's role: owner (asked the PACS), follower (streamed "
+                "another replica's), took_over (finished a dead replica's), alone (no Redis)",
+                labels=["role"])
+            for role in ("owned", "followed", "took_over", "alone"):
+                roles.add_metric([role], getattr(self._flights.roles, role))
+            yield roles

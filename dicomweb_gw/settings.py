@@ -41,6 +41,8 @@ __all__ = ["PacsNode", "Settings", "SettingsError", "load_settings"]
 ENV_PREFIX = "DICOMWEB_GW_"
 RetrieveMethod = Literal["c-get", "c-move"]
 _RETRIEVE_METHODS: tuple[RetrieveMethod, ...] = ("c-get", "c-move")
+QueryModel = Literal["auto", "study", "patient"]
+_QUERY_MODELS: tuple[QueryModel, ...] = ("auto", "study", "patient")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
@@ -63,6 +65,12 @@ class PacsNode:
     max_associations: int = 4
     #: Seconds to wait for a connection, an association or a DIMSE response.
     timeout: float = 30.0
+    #: Q/R information model: "auto" (Study Root if accepted, else Patient Root),
+    #: or "study"/"patient" for a PACS that accepts a model it then mishandles.
+    query_model: QueryModel = "auto"
+    #: False for a PACS whose C-MOVE sub-operations omit the Move Originator
+    #: Message ID: instances are then routed by UID, so moves to it run one at a time.
+    move_originator: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,23 @@ class Settings:
     oidc_write_scope: str = "dicomweb.write"
     #: Path prefixes served without authentication (probes, metrics, the API description).
     auth_open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+    #: Several replicas: Redis for cluster-wide single flight, C-MOVE routing and
+    #: shared metadata/QIDO caches. None: one process on its own (the default).
+    redis_url: str | None = None
+    #: Instances shared by every replica: ``file:///mnt/shared`` (a ReadWriteMany
+    #: volume) or ``s3://bucket/prefix``. None: each replica's local cache only.
+    shared_store: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    #: Seconds a replica's claim on a retrieve lasts without renewal (a dead
+    #: replica's retrieve is taken over after this).
+    lease_seconds: float = 10.0
+    #: Seconds QIDO answers stay in the shared cache (with Redis only; 0: never cached).
+    qido_cache_ttl: float = 15.0
+    #: Where audit events go: "off", "stdout", "stderr" or a file path (appended to).
+    audit_log: str = "off"
+    #: Let patient names, IDs and QIDO query strings into the debug log (not the audit log).
+    log_patient_data: bool = False
 
     @property
     def auth_enabled(self) -> bool:
@@ -131,7 +156,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _from_toml(data: Mapping[str, Any]) -> Settings:
     known = {"ae_title", "store_port", "store_host", "cache_dir", "cache_max_bytes",
              "cache_ttl", "upload_max_bytes", "qido_max_results", "cors_origins",
-             "default_pacs", "pacs", *_AUTH_KEYS}
+             "default_pacs", "pacs", *_AUTH_KEYS, *_LOG_KEYS, *_CLUSTER_KEYS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in config file: {', '.join(unknown)}")
@@ -162,7 +187,40 @@ def _from_toml(data: Mapping[str, Any]) -> Settings:
     if "qido_max_results" in data:
         settings = replace(settings, qido_max_results=_positive_int(
             "qido_max_results", data["qido_max_results"]))
+    settings = _cluster(settings, {key: data[key] for key in _CLUSTER_KEYS if key in data}, "")
+    settings = _logging(settings, {key: data[key] for key in _LOG_KEYS if key in data}, "")
     return _auth(settings, {key: data[key] for key in _AUTH_KEYS if key in data}, "")
+
+
+_CLUSTER_KEYS = ("redis_url", "shared_store", "s3_endpoint", "s3_region", "lease_seconds",
+                 "qido_cache_ttl")
+
+
+def _cluster(settings: Settings, values: Mapping[str, Any], prefix: str) -> Settings:
+    """Scale-out settings from TOML (``prefix=""``) or the environment (``DICOMWEB_GW_``)."""
+
+    def name(key: str) -> str:
+        return prefix + key.upper() if prefix else key
+
+    urls: dict[str, Any] = {key: _token_free(name(key), values[key])
+                            for key in ("redis_url", "shared_store", "s3_endpoint", "s3_region")
+                            if key in values}
+    if "redis_url" in urls and not urls["redis_url"].startswith(
+            ("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{name('redis_url')}={urls['redis_url']!r}: must start with "
+                            "redis://, rediss:// or unix://")
+    if "shared_store" in urls and not urls["shared_store"].startswith(("file://", "s3://", "/")):
+        raise SettingsError(f"{name('shared_store')}={urls['shared_store']!r}: must be "
+                            "file:///path, an absolute path or s3://bucket/prefix")
+    settings = replace(settings, **urls)
+    if "lease_seconds" in values:
+        settings = replace(settings, lease_seconds=_positive_float(name("lease_seconds"),
+                                                                   values["lease_seconds"]))
+    if "qido_cache_ttl" in values:
+        off = str(values["qido_cache_ttl"]).strip() in ("0", "0.0")  # 0 turns it off
+        settings = replace(settings, qido_cache_ttl=0.0 if off else _positive_float(
+            name("qido_cache_ttl"), values["qido_cache_ttl"]))
+    return settings
 
 
 _AUTH_KEYS = ("api_keys", "oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_read_scope",
@@ -188,13 +246,32 @@ def _auth(settings: Settings, values: Mapping[str, Any], prefix: str) -> Setting
     return settings
 
 
+_LOG_KEYS = ("audit_log", "log_patient_data")
+
+
+def _logging(settings: Settings, values: Mapping[str, Any], prefix: str) -> Settings:
+    """Audit and patient-data settings from TOML (``prefix=""``) or the environment."""
+
+    def name(key: str) -> str:
+        return prefix + key.upper() if prefix else key
+
+    if "audit_log" in values:
+        settings = replace(settings, audit_log=_audit_target(name("audit_log"),
+                                                             values["audit_log"]))
+    if "log_patient_data" in values:
+        settings = replace(settings, log_patient_data=_bool(name("log_patient_data"),
+                                                            values["log_patient_data"]))
+    return settings
+
+
 def _node_from_toml(name: str, table: Any) -> PacsNode:
     where = f"[pacs.{name}]"
     if not _NODE_NAME.match(name):
         raise SettingsError(f"{where}: node names use letters, digits, '-' and '_' only")
     if not isinstance(table, Mapping):
         raise SettingsError(f"{where}: must be a table")
-    allowed = {"host", "port", "ae_title", "retrieve", "max_associations", "timeout"}
+    allowed = {"host", "port", "ae_title", "retrieve", "max_associations", "timeout",
+               "query_model", "move_originator"}
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise SettingsError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -210,6 +287,8 @@ def _node_from_toml(name: str, table: Any) -> PacsNode:
         max_associations=_positive_int(f"{where} max_associations",
                                        table.get("max_associations", 4)),
         timeout=_positive_float(f"{where} timeout", table.get("timeout", 30.0)),
+        query_model=_query_model(f"{where} query_model", table.get("query_model", "auto")),
+        move_originator=_bool(f"{where} move_originator", table.get("move_originator", True)),
     )
 
 
@@ -239,6 +318,10 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
             ENV_PREFIX + "QIDO_MAX_RESULTS", value))
     settings = _auth(settings, {key: value for key in _AUTH_KEYS
                                 if (value := var(key.upper())) is not None}, ENV_PREFIX)
+    settings = _logging(settings, {key: value for key in _LOG_KEYS
+                                   if (value := var(key.upper())) is not None}, ENV_PREFIX)
+    settings = _cluster(settings, {key: value for key in _CLUSTER_KEYS
+                                   if (value := var(key.upper())) is not None}, ENV_PREFIX)
 
     overrides: dict[str, Any] = {}
     if (value := var("PACS_HOST")) is not None:
@@ -408,6 +491,38 @@ def _retrieve(name: str, value: object) -> RetrieveMethod:
         if text == method:
             return method
     raise SettingsError(f"{name}={value!r}: must be 'c-get' or 'c-move'")
+
+
+def _query_model(name: str, value: object) -> QueryModel:
+    text = str(value).strip().lower()
+    for model in _QUERY_MODELS:
+        if text == model:
+            return model
+    raise SettingsError(f"{name}={value!r}: must be 'auto', 'study' or 'patient'")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _bool(name: str, value: object) -> bool:
+    """A TOML boolean, or true/false (1/0, yes/no, on/off) from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if isinstance(value, str) and text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise SettingsError(f"{name}={value!r}: must be true or false")
+
+
+def _audit_target(name: str, value: object) -> str:
+    """``off``, ``stdout``, ``stderr`` or the path of a file to append to."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{name}={value!r}: must be off, stdout, stderr or a file path")
+    text = value.strip()
+    if text.lower() in ("off", "stdout", "stderr"):
+        return text.lower()
+    return str(Path(text).expanduser())
 
 
 def _size(name: str, value: object) -> int:

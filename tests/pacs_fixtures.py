@@ -36,6 +36,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -371,7 +372,17 @@ def gateway_store_port() -> int:
 def dcmqrscp_pacs(
     tmp_path_factory: pytest.TempPathFactory, corpus: Corpus, gateway_store_port: int
 ) -> Iterator[RunningPacs]:
-    """DCMTK dcmqrscp with every uncompressed corpus study loaded.
+    """DCMTK dcmqrscp with every uncompressed corpus study loaded."""
+    instances = [inst for study in corpus.uncompressed_studies for inst in study.instances]
+    with running_dcmqrscp(tmp_path_factory.mktemp("dcmqrscp"), instances,
+                          gateway_store_port) as pacs:
+        yield pacs
+
+
+@contextmanager
+def running_dcmqrscp(workdir: Path, instances: Sequence[InstanceInfo],
+                     gateway_port: int) -> Iterator[RunningPacs]:
+    """A dcmqrscp holding ``instances`` that moves to the gateway AE at ``gateway_port``.
 
     Runs in its default fork mode: Debian's dcmqrscp 3.6.7-9~deb12u4 crashes
     (SIGSEGV in DUL_DropAssociation) after the first association with
@@ -379,7 +390,6 @@ def dcmqrscp_pacs(
     """
     dcmqrscp = _require_binary("dcmqrscp", "dcmtk")
     storescu = _require_binary("storescu", "dcmtk")
-    workdir = tmp_path_factory.mktemp("dcmqrscp")
     storage_dir = _storage_path_for_cfg(workdir / "storage" / DCMQRSCP_AE_TITLE)
     storage_dir.mkdir(parents=True)
     port = free_port()
@@ -390,7 +400,7 @@ def dcmqrscp_pacs(
             "ae_title": DCMQRSCP_AE_TITLE,
             "storage_dir": storage_dir,
             "gateway_ae_title": GATEWAY_AE_TITLE,
-            "gateway_port": gateway_store_port,
+            "gateway_port": gateway_port,
             "unknown_ae_title": UNKNOWN_AE_TITLE,
         },
     )
@@ -406,7 +416,6 @@ def dcmqrscp_pacs(
     process = _start(command, log_path, workdir)
     try:
         _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, log_path)
-        instances = [inst for study in corpus.uncompressed_studies for inst in study.instances]
         _load_with_storescu(pacs, instances, storescu)
         # dcmqrscp keeps one file per instance next to its index.dat.
         stored = [p for p in storage_dir.iterdir() if p.name != "index.dat"]

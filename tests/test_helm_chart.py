@@ -112,6 +112,15 @@ def container_env(deployment: Manifest) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container["env"]}
 
 
+def with_local_key_file(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``env`` with the mounted API key file (absent here) replaced by a local one."""
+    if "DICOMWEB_GW_API_KEYS" not in env:
+        return env
+    keys = tmp_path / "api-keys"
+    keys.write_text("# the Secret's content\nk3y-0123456789abcdef\n", encoding="utf-8")
+    return {**env, "DICOMWEB_GW_API_KEYS": str(keys)}
+
+
 VALUE_SETS: dict[str, tuple[str, ...]] = {
     "default": (),
     "production": ("-f", str(PRODUCTION_VALUES)),
@@ -209,6 +218,11 @@ def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None
     assert env["DICOMWEB_GW_LOG_FORMAT"] == "json"
     assert env["DICOMWEB_GW_RETRIEVE"] == "c-move"
     assert "DICOMWEB_GW_CONFIG" not in env
+    # A hospital deployment audits; patient data stays out of the debug log; no auth
+    # unless configured.
+    assert env["DICOMWEB_GW_AUDIT_LOG"] == "stdout"
+    assert env["DICOMWEB_GW_LOG_PATIENT_DATA"] == "false"
+    assert not {"DICOMWEB_GW_API_KEYS", "DICOMWEB_GW_OIDC_ISSUER"} & env.keys()
     # 90 % of the 10Gi emptyDir.
     assert env["DICOMWEB_GW_CACHE_MAX_BYTES"] == str(10 * 1024**3 * 90 // 100)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -216,6 +230,9 @@ def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None
     settings = load_settings(environ=env)
     assert settings.node().retrieve == "c-move"
     assert settings.store_port == 11113
+    assert settings.audit_log == "stdout"
+    assert settings.log_patient_data is False
+    assert not settings.auth_enabled
 
 
 def test_production_values(rendered: dict[str, list[Manifest]], tmp_path: Path) -> None:
@@ -239,7 +256,8 @@ def test_production_values(rendered: dict[str, list[Manifest]], tmp_path: Path) 
     config_file = tmp_path / "config.toml"
     config_file.write_text(config_map["data"]["config.toml"], encoding="utf-8")
     settings = load_settings(
-        environ={k: v for k, v in env.items() if k != "DICOMWEB_GW_CONFIG"},
+        environ=with_local_key_file(
+            {k: v for k, v in env.items() if k != "DICOMWEB_GW_CONFIG"}, tmp_path),
         config_file=config_file)
     assert {node.name for node in settings.nodes} == {"main", "research", "archive"}
     assert settings.default_pacs == "main"
@@ -256,6 +274,38 @@ def test_production_values(rendered: dict[str, list[Manifest]], tmp_path: Path) 
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= (
         one(manifests, "Service")["metadata"]["labels"].items())
+
+
+def test_production_values_turn_on_auth_and_audit(rendered: dict[str, list[Manifest]],
+                                                   tmp_path: Path) -> None:
+    deployment = one(rendered["production"], "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    env = container_env(deployment)
+    # The API keys: a Secret's key mounted read-only as the file the variable names.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes["api-keys"]["secret"]
+    assert secret["secretName"] == "dicomweb-gw-api-keys"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+    assert mount["readOnly"] is True
+    assert secret["items"] == [{"key": "keys.txt",
+                                "path": Path(env["DICOMWEB_GW_API_KEYS"]).name}]
+    assert str(Path(env["DICOMWEB_GW_API_KEYS"]).parent) == mount["mountPath"]
+    assert secret["defaultMode"] & 0o007 == 0  # not world-readable
+    assert not any("k3y" in str(item) for item in pod["containers"][0]["env"])
+    # OIDC, the open paths, the audit log and the patient-data switch.
+    assert env["DICOMWEB_GW_OIDC_ISSUER"] == "https://idp.hospital.example/realms/imaging"
+    assert env["DICOMWEB_GW_AUTH_OPEN_PATHS"] == "/healthz,/readyz,/metrics"
+    settings = load_settings(environ=with_local_key_file(
+        {k: v for k, v in env.items() if k != "DICOMWEB_GW_CONFIG"}, tmp_path))
+    assert settings.api_keys == ("k3y-0123456789abcdef",)
+    assert settings.oidc_audience == "dicomweb-gw"
+    assert settings.oidc_jwks_url
+    assert settings.oidc_jwks_url.startswith("https://")
+    assert (settings.oidc_read_scope, settings.oidc_write_scope) == ("imaging.read",
+                                                                     "imaging.write")
+    assert settings.auth_open_paths == ("/healthz", "/readyz", "/metrics")
+    assert settings.audit_log == "stdout"
+    assert settings.log_patient_data is False
 
 
 def test_autoscaled_values(rendered: dict[str, list[Manifest]]) -> None:
@@ -294,9 +344,21 @@ def test_notes_name_the_cmove_destination(helm: Path) -> None:
     ("service.type=ExternalName", "/service/type"),
     ("extraPacs.research.host=10.0.0.7", "/extraPacs/research"),
     ("gateway.corsOrigins={ohif.example.org}", "/gateway/corsOrigins/0"),
+    ("audit.log=syslog", "/audit/log"),
+    ("logPatientData=maybe", "/logPatientData"),
+    ("auth.apiKeys.existingSecret=Not_A_Name", "/auth/apiKeys/existingSecret"),
+    ("auth.openPaths={healthz}", "/auth/openPaths/0"),
+    # Half an OIDC configuration, or keys fetched over plain HTTP from another host.
+    ("auth.oidc.issuer=https://idp.example.org", "/auth/oidc/audience"),
+    ("auth.oidc.audience=dicomweb-gw", "/auth/oidc/issuer"),
+    ("auth.oidc.issuer=https://idp.example.org,auth.oidc.audience=gw,"
+     "auth.oidc.jwksUrl=http://idp.example.org/certs", "/auth/oidc/jwksUrl"),
     # Not schema but template logic: C-MOVE cannot be load-balanced over pods.
     ("replicaCount=2", "needs exactly one replica"),
     ("autoscaling.enabled=true", "needs exactly one replica"),
+    # ... and the probes carry no credentials.
+    ("auth.apiKeys.existingSecret=keys,auth.openPaths={/metrics}",
+     "auth.openPaths must include /healthz"),
 ])
 def test_bad_values_fail_to_render(helm: Path, setting: str, complaint: str) -> None:
     result = run_helm(helm, "template", "gw", str(CHART), "--set", setting)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from dicomweb_gw.model import RetrieveKeys
 
-__all__ = ["Flight", "FlightTable", "Landed"]
+__all__ = ["Flight", "FlightTable", "Landed", "Producer"]
 
 log = logging.getLogger(__name__)
 

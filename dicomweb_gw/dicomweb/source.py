@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from io import BytesIO
+from typing import TYPE_CHECKING
 
 import anyio
 from pydicom import dcmread
@@ -19,10 +20,13 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
-from dicomweb_gw.dicomweb.flights import Flight, FlightTable, Landed
+from dicomweb_gw.dicomweb.flights import Flight, FlightTable, Landed, Producer
 from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
+
+if TYPE_CHECKING:
+    from dicomweb_gw.cluster.flights import ClusterFlights
 
 __all__ = ["InstanceSource", "MemoryInstance"]
 
@@ -37,12 +41,15 @@ class MemoryInstance:
 
 
 class InstanceSource:
-    def __init__(self, store: Callable[[], InstanceStore], *, ttl: float) -> None:
+    def __init__(self, store: Callable[[], InstanceStore], *, ttl: float,
+                 cluster: ClusterFlights | None = None) -> None:
         # A factory: the store is opened (and reopened after a restart of the
         # app's lifespan) by the composition root, not when services are built.
         self._open_store = store
         self._ttl = ttl
         self.flights = FlightTable()
+        #: With several replicas: one retrieve per object cluster-wide, not per replica.
+        self._cluster = cluster
 
     @property
     def store(self) -> InstanceStore:
@@ -61,6 +68,10 @@ class InstanceSource:
                 async for instance in retrieved:
                     yield await anyio.to_thread.run_sync(self._keep, instance)
 
+        producer: Producer = produce
+        if self._cluster is not None:
+            producer = self._cluster.producer(pacs.name, produce, self._fetch)
+
         async def completed(flight: Flight) -> None:
             if flight.keys.instance_uid is None and all(
                 isinstance(item.handle, CachedInstance) for item in flight.landed
@@ -71,7 +82,7 @@ class InstanceSource:
 
         delivered = False
         try:
-            async with aclosing(self.flights.join(pacs.name, keys, produce,
+            async with aclosing(self.flights.join(pacs.name, keys, producer,
                                                   completed)) as landed:
                 async for item in landed:
                     delivered = True
@@ -85,7 +96,7 @@ class InstanceSource:
 
     async def _cached(self, keys: RetrieveKeys) -> list[CachedInstance] | None:
         if keys.instance_uid is not None:
-            hit = await anyio.to_thread.run_sync(self.store.get, keys.instance_uid)
+            hit = await self._get(keys.instance_uid, keys.study_uid, keys.series_uid)
             if hit is None or hit.study_uid != keys.study_uid or (
                 keys.series_uid is not None and hit.series_uid != keys.series_uid
             ):
@@ -93,6 +104,19 @@ class InstanceSource:
             return [hit]
         return await anyio.to_thread.run_sync(
             self.store.complete, keys.study_uid, keys.series_uid, self._ttl)
+
+    async def _get(self, sop_uid: str, study_uid: str,
+                   series_uid: str | None) -> CachedInstance | None:
+        # The UIDs above it let a shared store find an instance other replicas cached.
+        def get() -> CachedInstance | None:
+            return self.store.get(sop_uid, study_uid=study_uid, series_uid=series_uid)
+
+        return await anyio.to_thread.run_sync(get)
+
+    async def _fetch(self, study_uid: str, series_uid: str, sop_uid: str) -> Landed | None:
+        """An instance another replica retrieved, from the shared store."""
+        found = await self._get(sop_uid, study_uid, series_uid)
+        return None if found is None else _landed(found)
 
     def _keep(self, instance: RetrievedInstance) -> Landed:
         """Put a retrieved instance into the cache (worker thread)."""

@@ -1,4 +1,5 @@
-"""Response headers every route needs (CORP, CORS, request ids), metrics and auth.
+"""Response headers every route needs (CORP, CORS, request ids), metrics, limits on
+the request head, the audit trail and auth.
 
 Pure ASGI, so streamed retrieves stay streamed (Starlette's BaseHTTPMiddleware
 would sit between the app and every body chunk).
@@ -14,11 +15,19 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb_gw.http.auth import Authentication
+from dicomweb_gw.http.errors import error_response
 from dicomweb_gw.logs import REQUEST_ID, new_request_id
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.settings import Settings
 
-__all__ = ["CrossOriginResourcePolicy", "RequestIds", "RequestMetrics", "middleware"]
+__all__ = ["MAX_HEADER_BYTES", "MAX_URI_BYTES", "CrossOriginResourcePolicy", "RequestHeadLimits",
+           "RequestIds", "RequestMetrics", "middleware"]
+
+#: Longest request target (path and query string), and most bytes of header
+#: fields: nginx's defaults (one 8k buffer for the request line, four for the
+#: headers), so a gateway behind an ingress and one without refuse alike.
+MAX_URI_BYTES = 8192
+MAX_HEADER_BYTES = 4 * 8192
 
 
 def _adding_header(send: Send, name: bytes, value: bytes) -> Send:
@@ -72,6 +81,40 @@ class RequestIds:
             REQUEST_ID.reset(token)
 
 
+class RequestHeadLimits:
+    """``414 URI Too Long`` beyond :data:`MAX_URI_BYTES`, ``431 Request Header Fields
+    Too Large`` beyond :data:`MAX_HEADER_BYTES`, each with a JSON message.
+
+    uvicorn's own limit on the request head (h11's 16 KB) only applies while
+    the head is still arriving: one that comes in a single read, as on
+    loopback or behind a proxy, reaches the app whatever its size. A QIDO of
+    thousands of parameters would then be parsed and sent on as a C-FIND.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = _oversized(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await error_response(*refusal)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _oversized(scope: Scope) -> tuple[int, str] | None:
+    """The status and message for a request head over the limits, else None."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    uri = len(path) + 1 + len(scope.get("query_string", b""))
+    if uri > MAX_URI_BYTES:
+        return 414, f"the URI is {uri} bytes long; the gateway accepts at most {MAX_URI_BYTES}"
+    headers = sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # ": ", CRLF
+    if headers > MAX_HEADER_BYTES:
+        return 431, (f"the request headers are {headers} bytes long; the gateway accepts at "
+                     f"most {MAX_HEADER_BYTES}")
+    return None
+
+
 class RequestMetrics:
     """Counts every request by route, method and status, and times it to the first byte."""
 
@@ -103,15 +146,22 @@ class RequestMetrics:
 
 
 def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = None,
-               settings: Settings | None = None) -> list[Middleware]:
+               settings: Settings | None = None,
+               audit: Middleware | None = None) -> list[Middleware]:
     """Metrics outermost (they see every status), CORS for the listed origins, then CORP,
-    then authentication when ``settings`` enable it.
+    the request head limits, the ``audit`` trail if given, then authentication when
+    ``settings`` enable it.
 
     Authentication is innermost: CORS answers preflights (which never carry
     credentials) before it, and its 401/403 still get CORS, CORP and request-id
-    headers so that a browser viewer can read why it was refused.
+    headers so that a browser viewer can read why it was refused. The audit
+    trail sits inside the request ids (its events carry them) and outside
+    authentication (refusals are audited, and it reads who was let in).
     """
-    stack = [Middleware(RequestIds), Middleware(CrossOriginResourcePolicy)]
+    stack = [Middleware(RequestIds), Middleware(CrossOriginResourcePolicy),
+             Middleware(RequestHeadLimits)]
+    if audit is not None:
+        stack.append(audit)
     if settings is not None and settings.auth_enabled:
         stack.append(Middleware(Authentication, settings=settings))
     if cors_origins:

@@ -5,6 +5,10 @@ worker thread and hands results to the event loop through a bounded
 ``Channel``. A per-PACS semaphore bounds the associations we hold at once
 (many PACS allow only a few); the slot is released by the worker when the
 DIMSE operation has really ended, not when the HTTP side gave up on it.
+
+Two per-node quirk switches: ``query_model`` forces Study or Patient Root
+(``auto`` prefers Study Root and falls back), and ``move_originator = false``
+runs C-MOVEs to the node one at a time (see ``_acquire``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class DimsePacsClient:
         self._timeout = node.timeout
         self._associations = Associations(node, ae_title=ae_title, metrics=metrics)
         self._slots: asyncio.Semaphore | None = None
+        self._move_gate: asyncio.Semaphore | None = None
         self._message_ids = itertools.count(1)
         self._metrics = metrics
 
@@ -124,10 +129,7 @@ class DimsePacsClient:
         size: Callable[[T], int] | None = None,
     ) -> AsyncGenerator[T, None]:
         loop = asyncio.get_running_loop()
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._node.max_associations)
-        slots = self._slots
-        await slots.acquire()
+        held = await self._acquire(operation)
         channel: Channel[T] = Channel(loop, maxsize)
 
         def run() -> None:
@@ -149,7 +151,8 @@ class DimsePacsClient:
                     self._metrics.dimse_operations.labels(self._node.name, operation,
                                                           outcome).inc()
                 with suppress(RuntimeError):  # the loop is already closed at shutdown
-                    loop.call_soon_threadsafe(slots.release)
+                    for semaphore in held:
+                        loop.call_soon_threadsafe(semaphore.release)
 
         # The worker carries the request's context (its request id) into its log lines.
         context = contextvars.copy_context()
@@ -164,6 +167,46 @@ class DimsePacsClient:
                 yield item
         finally:
             channel.cancel()
+
+    async def _acquire(self, operation: str) -> list[asyncio.Semaphore]:
+        """What an operation holds until its worker ends: an association slot and, for a
+        C-MOVE to a PACS that omits the Move Originator Message ID, the node's move gate.
+
+        Such a PACS's instances are routed by UID matching (see ``MoveReceiver``), so
+        overlapping moves (a series and its study, an instance and its series) would
+        each get the other's instances too. The gate is taken first: a move waiting
+        for it holds no association slot that a query could use.
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._node.max_associations)
+        held: list[asyncio.Semaphore] = []
+        if operation == "C-MOVE" and not self._node.move_originator:
+            if self._move_gate is None:
+                self._move_gate = asyncio.Semaphore(1)
+            await self._move_gate.acquire()
+            held.append(self._move_gate)
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            for semaphore in held:
+                semaphore.release()
+            raise
+        held.append(self._slots)
+        return held
+
+    def _query_model(self, assoc: Association, models: tuple[str, str], operation: str) -> str:
+        """Study Root (``models[0]``) or Patient Root (``models[1]``), as the node's
+        ``query_model`` allows and the PACS accepted."""
+        allowed = {"auto": models, "study": models[:1], "patient": models[1:]}
+        model = _model(assoc, allowed[self._node.query_model])
+        if model is not None:
+            return model
+        if self._node.query_model == "auto":
+            raise PacsMisconfigured(
+                self._node.name, f"accepts neither Study Root nor Patient Root {operation}")
+        root = "Study Root" if self._node.query_model == "study" else "Patient Root"
+        raise PacsMisconfigured(self._node.name, f"does not accept {root} {operation} "
+                                f"(query_model = \"{self._node.query_model}\")")
 
     def _next_message_id(self) -> int:
         return next(self._message_ids) % 65535 + 1
@@ -206,10 +249,7 @@ class DimsePacsClient:
         for attempt in range(2):
             with self._associations.pooled() as (assoc, reused):
                 try:
-                    model = _model(assoc, contexts.FIND_MODELS)
-                    if model is None:
-                        raise PacsMisconfigured(
-                            self._node.name, "accepts neither Study Root nor Patient Root C-FIND")
+                    model = self._query_model(assoc, contexts.FIND_MODELS, "C-FIND")
                     if model == contexts.PATIENT_FIND_MODEL and _needs_patient_id(query):
                         self._find_per_patient(assoc, query, deliver, stop)
                     else:
@@ -303,7 +343,7 @@ class DimsePacsClient:
         if self._receiver is None:
             raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
         sink = InstanceSink(channel)
-        with self._receiver.expect(keys, sink) as msg_id:
+        with self._receiver.expect(keys, sink, node=self._node.name) as msg_id:
             assoc = self._associations.associate(contexts.move_contexts(),
                                                  handlers=[FAST_POLL_HANDLER])
             try:
@@ -318,10 +358,7 @@ class DimsePacsClient:
         self, assoc: Association, models: tuple[str, str], keys: RetrieveKeys, operation: str
     ) -> tuple[str, Dataset]:
         """The query model the PACS accepted and the identifier to send with it."""
-        model = _model(assoc, models)
-        if model is None:
-            raise PacsMisconfigured(
-                self._node.name, f"accepts neither Study Root nor Patient Root {operation}")
+        model = self._query_model(assoc, models, operation)
         identifier = _retrieve_identifier(keys)
         if model == models[1]:  # Patient Root: the identifier needs the Patient ID
             query = _retrieve_identifier(RetrieveKeys(keys.study_uid))
@@ -455,8 +492,8 @@ class _NoResponse(Exception):
 _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 
 
-def _model(assoc: Association, models: tuple[str, str]) -> str | None:
-    """Study Root if the PACS accepted it, else Patient Root, else None."""
+def _model(assoc: Association, models: tuple[str, ...]) -> str | None:
+    """The first of ``models`` the PACS accepted, else None."""
     accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
     return next((model for model in models if model in accepted), None)
 

@@ -4,6 +4,10 @@ Every C-MOVE we send gets a Message ID from here and the incoming C-STOREs
 are routed back to the waiting request by their Move Originator Message ID.
 Some PACS leave that out; then the instance goes to every in-flight move
 whose study/series/instance keys it matches.
+
+With several replicas (``routing`` set), Message IDs are unique cluster-wide
+and an instance for another replica's move is handed to that replica
+(see ``dicomweb_gw.cluster.moves``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -23,6 +27,10 @@ from dicomweb_gw.pacs.associations import MAX_PDU
 from dicomweb_gw.pacs.contexts import VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
+
+if TYPE_CHECKING:
+    from dicomweb_gw.cluster.moves import MoveRouting
+    from dicomweb_gw.model import RetrievedInstance
 
 __all__ = ["MoveReceiver"]
 
@@ -47,6 +55,8 @@ class MoveReceiver:
         self._lock = threading.Lock()
         self._expected: dict[int, tuple[RetrieveKeys, InstanceSink]] = {}
         self._ids = itertools.count(1)
+        #: Set by the gateway when replicas share moves through Redis.
+        self.routing: MoveRouting | None = None
 
     @property
     def port(self) -> int:
@@ -80,11 +90,12 @@ class MoveReceiver:
             self._server = None
 
     @contextmanager
-    def expect(self, keys: RetrieveKeys, sink: InstanceSink) -> Iterator[int]:
-        """Register an in-flight C-MOVE; yields the Message ID to send it with."""
+    def expect(self, keys: RetrieveKeys, sink: InstanceSink, *, node: str = "") -> Iterator[int]:
+        """Register an in-flight C-MOVE of ``node``; yields the Message ID to send it with."""
+        shared = self.routing.register(node) if self.routing is not None else None
         with self._lock:
-            msg_id = next(self._ids) % 65535 + 1
-            while msg_id in self._expected:
+            msg_id = shared if shared is not None else next(self._ids) % 65535 + 1
+            while shared is None and msg_id in self._expected:
                 msg_id = next(self._ids) % 65535 + 1
             self._expected[msg_id] = (keys, sink)
         try:
@@ -92,6 +103,16 @@ class MoveReceiver:
         finally:
             with self._lock:
                 self._expected.pop(msg_id, None)
+            if shared is not None and self.routing is not None:
+                self.routing.unregister(shared)
+
+    def deliver(self, msg_id: int, instance: RetrievedInstance) -> int:
+        """Hand an instance another replica received to our move ``msg_id``."""
+        with self._lock:
+            expected = self._expected.get(msg_id)
+        if expected is None:
+            return STORE_REFUSED
+        return expected[1].deliver(instance)
 
     def _on_store(self, event: Any) -> int:
         instance = instance_from_store_event(event)
@@ -101,6 +122,10 @@ class MoveReceiver:
             in_flight = list(self._expected.values())
         if expected is not None:
             return expected[1].deliver(instance)
+        if msg_id is not None and self.routing is not None:
+            forwarded = self.routing.forward(msg_id, instance)
+            if forwarded is not None:
+                return forwarded
         sinks = [sink for keys, sink in in_flight if _matches(keys, event.dataset)]
         if not sinks:
             log.warning("refused unsolicited instance %s (no matching C-MOVE in flight)",

@@ -94,3 +94,28 @@ timeout = {{ $node.timeout }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Where the API key Secret is mounted (DICOMWEB_GW_API_KEYS names the file): outside
+/etc/dicomweb-gw, where the config map is mounted read-only.
+*/}}
+{{- define "dicomweb-gw.apiKeysFile" -}}
+/run/secrets/dicomweb-gw/api-keys
+{{- end }}
+
+{{/*
+With authentication on, the kubelet's probes (and Prometheus, with a ServiceMonitor)
+carry no credentials: their paths must stay in auth.openPaths.
+*/}}
+{{- define "dicomweb-gw.probesStayOpen" -}}
+{{- if or .Values.auth.apiKeys.existingSecret .Values.auth.oidc.issuer }}
+{{- $open := .Values.auth.openPaths | default (list "/healthz" "/readyz" "/metrics" "/openapi.json") }}
+{{- $needed := list "/healthz" "/readyz" }}
+{{- if .Values.serviceMonitor.enabled }}{{ $needed = append $needed "/metrics" }}{{ end }}
+{{- range $needed }}
+{{- if not (or (has . $open) (has "/" $open)) }}
+{{- fail (printf "auth.openPaths must include %s: with authentication on, the probes and Prometheus carry no credentials" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

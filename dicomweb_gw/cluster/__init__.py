@@ -1,0 +1,1 @@
+"""Several replicas behind one Service: coordination through Redis (optional)."""

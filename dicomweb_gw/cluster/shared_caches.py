@@ -1,0 +1,143 @@
+"""Series metadata and QIDO results shared by every replica through Redis, with TTLs.
+
+Building a series' metadata costs a parse of every instance; a QIDO search
+costs a C-FIND. With several replicas each would pay that once per replica;
+through Redis they pay it once per cluster. Redis failing means a miss (and
+a write that did not happen), never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from collections.abc import Collection
+
+import orjson
+
+from dicomweb_gw.cache.protocol import CachedInstance, CacheStats, InstanceStore
+from dicomweb_gw.cluster.link import KEY_PREFIX, RedisLink, text
+from dicomweb_gw.dicomweb.qido import QidoResult, QidoService
+from dicomweb_gw.dicomweb.query import QidoQuery
+from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.pacs.protocol import PacsClient
+
+__all__ = ["MetadataSharingStore", "SharedQidoService"]
+
+_STAMP = struct.Struct("!d")  # when the value was stored: answers get_metadata's max_age
+
+
+class MetadataSharingStore:
+    """An ``InstanceStore`` whose series metadata is also kept in Redis.
+
+    Everything else goes to the wrapped store. Purging a study or series also
+    forgets its shared metadata and makes every replica's cached QIDO
+    answers for the node stale (a STOW purges, so new instances show at once).
+    """
+
+    def __init__(self, store: InstanceStore, link: RedisLink, *, node: str, ttl: float) -> None:
+        self._store = store
+        self._link = link
+        self._node = node
+        self._ttl_ms = max(1000, int(ttl * 1000))
+
+    def get_metadata(self, study_uid: str, series_uid: str, max_age: float) -> bytes | None:
+        local = self._store.get_metadata(study_uid, series_uid, max_age)
+        if local is not None:
+            return local
+        value = self._link.call_sync(
+            lambda: self._link.sync.get(self._key(study_uid, series_uid)), "metadata cache")
+        if not isinstance(value, bytes) or len(value) < _STAMP.size:
+            return None
+        (stored,) = _STAMP.unpack_from(value)
+        if time.time() - stored > max_age:
+            return None
+        data = value[_STAMP.size:]
+        self._store.put_metadata(study_uid, series_uid, data)  # next time from local disk
+        return data
+
+    def put_metadata(self, study_uid: str, series_uid: str, data: bytes) -> None:
+        self._store.put_metadata(study_uid, series_uid, data)
+        self._link.call_sync(
+            lambda: self._link.sync.set(self._key(study_uid, series_uid),
+                                        _STAMP.pack(time.time()) + data, px=self._ttl_ms),
+            "metadata cache")
+
+    def purge(self, study_uid: str, series_uid: str | None = None) -> int:
+        count = self._store.purge(study_uid, series_uid)
+
+        def forget() -> None:
+            pattern = self._key(study_uid, series_uid or "*")
+            keys = list(self._link.sync.scan_iter(match=pattern, count=500))
+            if keys:
+                self._link.sync.delete(*keys)
+            self._link.sync.incr(qido_generation_key(self._node))
+
+        self._link.call_sync(forget, "metadata cache purge")
+        return count
+
+    def _key(self, study_uid: str, series_uid: str) -> str:
+        return f"{KEY_PREFIX}metadata:{self._node}:{study_uid}:{series_uid}"
+
+    # -- the rest is the wrapped store's ------------------------------------
+    def put(self, instance: RetrievedInstance) -> CachedInstance:
+        return self._store.put(instance)
+
+    def get(self, sop_instance_uid: str, *, study_uid: str | None = None,
+            series_uid: str | None = None) -> CachedInstance | None:
+        return self._store.get(sop_instance_uid, study_uid=study_uid, series_uid=series_uid)
+
+    def mark_complete(self, study_uid: str, series_uid: str | None,
+                      sop_instance_uids: Collection[str]) -> None:
+        self._store.mark_complete(study_uid, series_uid, sop_instance_uids)
+
+    def complete(self, study_uid: str, series_uid: str | None,
+                 max_age: float) -> list[CachedInstance] | None:
+        return self._store.complete(study_uid, series_uid, max_age)
+
+    def stats(self) -> CacheStats:
+        return self._store.stats()
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class SharedQidoService(QidoService):
+    """QIDO answers cached in Redis for ``ttl`` seconds, per node and query.
+
+    The key includes the node's generation, which every purge (and so every
+    STOW) increments: stale answers are never read again, and expire.
+    """
+
+    def __init__(self, *, max_results: int, link: RedisLink, ttl: float) -> None:
+        super().__init__(max_results=max_results)
+        self._link = link
+        self._ttl_ms = max(1000, int(ttl * 1000))
+
+    async def search(self, pacs: PacsClient, query: QidoQuery, *, base_url: str) -> QidoResult:
+        generation_key = qido_generation_key(pacs.name)
+        generation = await self._link.call(lambda: self._link.aio.get(generation_key),
+                                           "QIDO cache")
+        key = _qido_key(pacs.name, text(generation), query, base_url)
+        cached = await self._link.call(lambda: self._link.aio.get(key), "QIDO cache")
+        if isinstance(cached, bytes):
+            stored = orjson.loads(cached)
+            return QidoResult(items=stored["items"], warnings=stored["warnings"])
+        result = await super().search(pacs, query, base_url=base_url)
+        if self._link.healthy:
+            value = orjson.dumps({"items": result.items, "warnings": result.warnings})
+            await self._link.call(lambda: self._link.aio.set(key, value, px=self._ttl_ms),
+                                  "QIDO cache")
+        return result
+
+
+def qido_generation_key(node: str) -> str:
+    return f"{KEY_PREFIX}qido-generation:{node}"
+
+
+def _qido_key(node: str, generation: str | None, query: QidoQuery, base_url: str) -> str:
+    # The base URL is part of the answer (RetrieveURL), so it is part of the key.
+    described = repr((query.level.value, sorted(query.match.items()), query.include_all,
+                      query.include, query.limit, query.offset, query.fuzzy, base_url))
+    digest = hashlib.sha256(described.encode()).hexdigest()[:32]
+    return f"{KEY_PREFIX}qido:{node}:{generation or '0'}:{digest}"

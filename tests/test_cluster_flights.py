@@ -1,0 +1,174 @@
+"""Cluster-wide single flight against a real Redis: two "replicas" in one process.
+
+The producers stand in for PACS retrieves (they count how often they run);
+the shared store is a dict. The multi-process test with a real PACS is
+tests/test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+
+from cluster_fixtures import RedisServer
+from dicomweb_gw.cluster.flights import ClusterFlights
+from dicomweb_gw.cluster.link import RedisLink
+from dicomweb_gw.dicomweb.flights import Landed
+from dicomweb_gw.errors import PacsTimeout
+from dicomweb_gw.model import RetrieveKeys
+
+STUDY = "1.2.3"
+KEYS = RetrieveKeys(STUDY)
+ITEMS = [Landed(STUDY, f"1.2.3.{1 + i % 2}", f"1.2.3.9.{i}", handle=None) for i in range(8)]
+
+
+class FakePacs:
+    """Yields ITEMS with a pause; the shared store is what it has yielded."""
+
+    def __init__(self, shared: dict[str, Landed], *, pause: float = 0.05,
+                 fail_after: int | None = None) -> None:
+        self.shared = shared
+        self.pause = pause
+        self.fail_after = fail_after
+        self.runs = 0
+
+    async def produce(self, keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
+        self.runs += 1
+        for index, item in enumerate(ITEMS):
+            if self.fail_after is not None and index == self.fail_after:
+                raise PacsTimeout("pacs", "the PACS stopped answering")
+            if keys.series_uid not in (None, item.series_uid):
+                continue
+            await asyncio.sleep(self.pause)
+            self.shared[item.sop_instance_uid] = item
+            yield item
+
+    async def fetch(self, study: str, series: str, sop: str) -> Landed | None:
+        return self.shared.get(sop)
+
+
+async def _collect(flights: ClusterFlights, pacs: FakePacs, keys: RetrieveKeys = KEYS,
+                   *, stop_after: int | None = None) -> list[str]:
+    got: list[str] = []
+    instances = flights.producer("pacs", pacs.produce, pacs.fetch)(keys)
+    try:
+        async for item in instances:
+            got.append(item.sop_instance_uid)
+            if stop_after is not None and len(got) >= stop_after:
+                break
+    finally:
+        await instances.aclose()
+    return got
+
+
+def _replicas(server: RedisServer, count: int = 2,
+              lease: float = 1.0) -> list[tuple[RedisLink, ClusterFlights]]:
+    links = [RedisLink(server.url) for _ in range(count)]
+    return [(link, ClusterFlights(link, lease_seconds=lease)) for link in links]
+
+
+async def _close(replicas: list[tuple[RedisLink, ClusterFlights]]) -> None:
+    for link, _ in replicas:
+        await link.aclose()
+
+
+def test_one_replica_retrieves_the_other_follows(redis_server: RedisServer) -> None:
+    shared: dict[str, Landed] = {}
+    pacs_a, pacs_b = FakePacs(shared), FakePacs(shared)
+
+    async def run() -> tuple[list[str], list[str]]:
+        replicas = _replicas(redis_server)
+        first = asyncio.ensure_future(_collect(replicas[0][1], pacs_a))
+        await asyncio.sleep(0.02)
+        second = await _collect(replicas[1][1], pacs_b)
+        result = (await first, second)
+        assert replicas[0][1].roles.owned == 1
+        assert replicas[1][1].roles.followed == 1
+        await _close(replicas)
+        return result
+
+    first, second = asyncio.run(run())
+    everything = [item.sop_instance_uid for item in ITEMS]
+    assert first == second == everything
+    assert pacs_a.runs + pacs_b.runs == 1
+
+
+def test_a_series_request_follows_the_study_retrieve(redis_server: RedisServer) -> None:
+    shared: dict[str, Landed] = {}
+    pacs_a, pacs_b = FakePacs(shared), FakePacs(shared)
+    series = RetrieveKeys(STUDY, "1.2.3.2")
+
+    async def run() -> list[str]:
+        replicas = _replicas(redis_server)
+        study = asyncio.ensure_future(_collect(replicas[0][1], pacs_a))
+        await asyncio.sleep(0.02)
+        got = await _collect(replicas[1][1], pacs_b, series)
+        await study
+        await _close(replicas)
+        return got
+
+    got = asyncio.run(run())
+    assert got == [item.sop_instance_uid for item in ITEMS if item.series_uid == "1.2.3.2"]
+    assert pacs_b.runs == 0
+
+
+def test_a_follower_takes_over_when_the_owner_gives_up(redis_server: RedisServer) -> None:
+    shared: dict[str, Landed] = {}
+    pacs_a, pacs_b = FakePacs(shared), FakePacs(shared)
+
+    async def run() -> tuple[list[str], list[str]]:
+        replicas = _replicas(redis_server)
+        # The owner's only client leaves after 3 instances: the retrieve is abandoned.
+        first = asyncio.ensure_future(_collect(replicas[0][1], pacs_a, stop_after=3))
+        await asyncio.sleep(0.02)
+        second = await _collect(replicas[1][1], pacs_b)
+        result = (await first, second)
+        assert replicas[1][1].roles.took_over == 1
+        await _close(replicas)
+        return result
+
+    first, second = asyncio.run(run())
+    assert len(first) == 3
+    assert second == [item.sop_instance_uid for item in ITEMS]  # each once, none missing
+    assert pacs_a.runs == pacs_b.runs == 1
+
+
+def test_the_owners_failure_reaches_the_followers_as_the_same_error(
+    redis_server: RedisServer,
+) -> None:
+    shared: dict[str, Landed] = {}
+    pacs_a, pacs_b = FakePacs(shared, fail_after=4), FakePacs(shared)
+
+    async def run() -> None:
+        replicas = _replicas(redis_server)
+        first = asyncio.ensure_future(_collect(replicas[0][1], pacs_a))
+        await asyncio.sleep(0.02)
+        with pytest.raises(PacsTimeout, match="stopped answering"):
+            await _collect(replicas[1][1], pacs_b)
+        with pytest.raises(PacsTimeout):
+            await first
+        await _close(replicas)
+
+    asyncio.run(run())
+    assert pacs_b.runs == 0
+
+
+def test_without_redis_each_replica_retrieves_alone(redis_server: RedisServer) -> None:
+    shared: dict[str, Landed] = {}
+    pacs_a, pacs_b = FakePacs(shared, pause=0), FakePacs(shared, pause=0)
+    redis_server.stop()
+
+    async def run() -> tuple[list[str], list[str]]:
+        replicas = _replicas(redis_server)
+        result = await asyncio.gather(_collect(replicas[0][1], pacs_a),
+                                      _collect(replicas[1][1], pacs_b))
+        assert not replicas[0][0].healthy
+        assert replicas[0][1].roles.alone == 1
+        await _close(replicas)
+        return result[0], result[1]
+
+    first, second = asyncio.run(run())
+    assert first == second == [item.sop_instance_uid for item in ITEMS]
+    assert pacs_a.runs == pacs_b.runs == 1
