@@ -69,6 +69,9 @@ class GatewayMetrics:
             "dicomweb_gw_associations_open", "DIMSE associations open to each PACS",
             ["pacs"], registry=self.registry)
 
+        self.in_flight = Gauge(
+            "dicomweb_gw_http_requests_in_flight",
+            "HTTP requests being answered now, streams included", registry=self.registry)
         self.redis_up = Gauge(
             "dicomweb_gw_redis_up", "1 while Redis answers (several replicas share work); "
             "0 while each replica works alone", registry=self.registry)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster_fixtures import RedisServer
 from dicomweb_gw.admin.config_check import local_addresses
 from dicomweb_gw.cli import main
 from dicomweb_gw.pacs.storescp import MoveReceiver
@@ -175,3 +176,29 @@ def test_local_addresses_are_not_loopback() -> None:
     addresses = local_addresses()
     assert all(not address.startswith(("127.", "::1")) for address in addresses)
     assert len(addresses) == len(set(addresses))
+
+
+def test_cluster_settings_are_checked(tmp_path: Path, dcmqrscp_pacs: RunningPacs,
+                                      redis_server: RedisServer,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    shared = tmp_path / "shared"
+    config = write_config(
+        tmp_path, free_port(), {"main": (dcmqrscp_pacs.port, dcmqrscp_pacs.ae_title, "c-get")},
+        extra=f'redis_url = "{redis_server.url}"\nshared_store = "file://{shared}"')
+
+    assert main(["config", "check", "--config", str(config), "--no-echo"]) == 0
+    out = capsys.readouterr().out
+    assert "answered PING" in check_row(out, "Redis")
+    assert "read back" in check_row(out, "shared store")
+    assert list(shared.rglob("config-check/*")) == []  # the probe object was deleted
+
+
+def test_unreachable_redis_fails_the_check(tmp_path: Path, dcmqrscp_pacs: RunningPacs,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(
+        tmp_path, free_port(), {"main": (dcmqrscp_pacs.port, dcmqrscp_pacs.ae_title, "c-get")},
+        extra=f'redis_url = "redis://127.0.0.1:{closed_port()}/0"')
+
+    assert main(["config", "check", "--config", str(config), "--no-echo"]) == 1
+    out = capsys.readouterr().out
+    assert "no answer" in check_row(out, "Redis")

@@ -59,3 +59,17 @@ def test_route_labels_hide_uids_and_frame_lists() -> None:
     assert route_label("/healthz") == "/healthz"
     assert route_label("/dicom-web/studies/../../etc", 400) == "/dicom-web/studies/{uid}/../etc"
     assert route_label("/anything/a-client/typed", 404) == "{unmatched}"
+
+
+def test_in_flight_counts_open_streams(gateway: RunningGateway, corpus: Corpus) -> None:
+    study = corpus.study("big_ct")
+    url = f"{gateway.dicomweb('dcmqrscp')}/studies/{study.study_uid}"
+    idle = _value(_samples(gateway), "dicomweb_gw_http_requests_in_flight")
+    with httpx.stream("GET", url, timeout=60) as response:
+        assert response.status_code == 200
+        during = _value(_samples(gateway), "dicomweb_gw_http_requests_in_flight")
+        response.read()
+    after = _value(_samples(gateway), "dicomweb_gw_http_requests_in_flight")
+    # Each scrape counts itself; the open study stream adds one.
+    assert idle == after == 1
+    assert during == 2

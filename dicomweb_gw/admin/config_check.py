@@ -17,13 +17,14 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dicomweb_gw.admin.checks import Check, millis
+from dicomweb_gw.admin.cluster_check import check_redis, check_shared_store
 from dicomweb_gw.admin.tables import (
     data_table,
     heading,
@@ -42,14 +43,6 @@ _SELF_ECHO_TIMEOUT = 3.0
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
-@dataclass(frozen=True)
-class Check:
-    what: str
-    #: True passed, False failed, None a warning (worth reading, not a failure).
-    ok: bool | None
-    detail: str
-
-
 def run_config_check(config: Path | None, *, echo: bool) -> int:
     settings = load_settings(config_file=config)  # invalid: one line and exit 2, in cli.main
     out = stdout_console()
@@ -63,6 +56,10 @@ def run_config_check(config: Path | None, *, echo: bool) -> int:
     checks.append(check_cache_dir(settings.cache_dir, settings.cache_max_bytes))
     if _move_nodes(settings):
         checks.append(asyncio.run(check_store_port(settings)))
+    if settings.redis_url is not None:
+        checks.append(check_redis(settings.redis_url))
+    if settings.shared_store is not None:
+        checks.append(check_shared_store(settings))
     heading(out, "Checks")
     out.print(_checks_table(checks))
     _print_registration(out, settings)
@@ -195,11 +192,11 @@ async def echo_node(node: PacsNode, ae_title: str) -> Check:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(client.echo(), node.timeout + 5)
-        return Check(what, True, f"answered in {_millis(started)}")
+        return Check(what, True, f"answered in {millis(started)}")
     except TimeoutError:
         return Check(what, False, f"no answer within {node.timeout:g} s")
     except PacsError as exc:
-        return Check(what, False, f"{exc.message} (after {_millis(started)})")
+        return Check(what, False, f"{exc.message} (after {millis(started)})")
     finally:
         await client.aclose()
 
@@ -256,7 +253,3 @@ def _try_bind(host: str, port: int) -> None:
         # As pynetdicom's server does: a port in TIME_WAIT is free for it too.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-
-
-def _millis(started: float) -> str:
-    return f"{(time.perf_counter() - started) * 1000:.0f} ms"

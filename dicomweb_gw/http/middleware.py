@@ -116,7 +116,8 @@ def _oversized(scope: Scope) -> tuple[int, str] | None:
 
 
 class RequestMetrics:
-    """Counts every request by route, method and status, and times it to the first byte."""
+    """Counts every request by route, method and status, times it to the first byte,
+    and keeps the number in progress (streams included: what an autoscaler watches)."""
 
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
@@ -138,9 +139,11 @@ class RequestMetrics:
                                              started)
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, observe)
         finally:
+            self.metrics.in_flight.dec()
             if not seen:  # the client left, or the app failed before answering
                 self.metrics.observe_request(path, scope["method"], 499, started)
 
