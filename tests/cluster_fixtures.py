@@ -113,6 +113,7 @@ def running_replicas(count: int, tmp: Path, env: Mapping[str, str]) -> Iterator[
     """``count`` gateway processes with ``env`` (DICOMWEB_GW_*) plus their own port,
     storage SCP port and local cache folder."""
     replicas: list[Replica] = []
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
         for index in range(count):
             name = f"replica{index}"
