@@ -23,7 +23,7 @@ from dicomweb_gw.cache.blobs import TEMP_PREFIX
 from multipart_helpers import parse_multipart
 from pacs_fixtures import DCMQRSCP_AE_TITLE, RunningPacs, free_port, running_dcmqrscp
 from s3_fixtures import CREDENTIALS, REGION, S3Server
-from tcp_proxy import C_GET_RQ, C_MOVE_RQ, TcpProxy
+from tcp_proxy import C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, TcpProxy
 
 pytestmark = pytest.mark.pacs
 
@@ -252,3 +252,31 @@ async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+def test_qido_answers_are_shared_until_a_purge(
+    dcmqrscp_pacs: RunningPacs, corpus: Corpus, redis_server: RedisServer,
+    shared_dir: Path, tmp_path: Path,
+) -> None:
+    study = corpus.study("ct_small")
+    with TcpProxy([(dcmqrscp_pacs.host, dcmqrscp_pacs.port)]) as proxy, running_replicas(
+        2, tmp_path, _env(proxy.port, redis_server.url, shared_dir, "c-get")
+    ) as replicas:
+        def search(replica: Replica) -> list[str]:
+            answer = httpx.get(f"{replica.url}/dicom-web/studies",
+                               params={"PatientID": study.patient_id}, timeout=30)
+            assert answer.status_code == 200
+            return [item["0020000D"]["Value"][0] for item in answer.json()]
+
+        first = search(replicas[0])
+        finds = proxy.commands[C_FIND_RQ]
+        second = search(replicas[1])
+        finds_after_second = proxy.commands[C_FIND_RQ]
+        purge = httpx.delete(f"{replicas[1].url}/cache/studies/{study.study_uid}", timeout=30)
+        third = search(replicas[0])
+
+        assert first == second == third == [study.study_uid]
+        assert finds >= 1
+        assert finds_after_second == finds  # the other replica answered from Redis
+        assert purge.status_code == 200
+        assert proxy.commands[C_FIND_RQ] > finds  # a purge makes every replica ask again

@@ -25,6 +25,9 @@ from dicomweb_gw.pacs.protocol import PacsClient
 __all__ = ["MetadataSharingStore", "SharedQidoService"]
 
 _STAMP = struct.Struct("!d")  # when the value was stored: answers get_metadata's max_age
+#: Stands for the request's base URL in shared QIDO answers (never in DICOM text:
+#: NUL is not allowed in any string VR).
+_BASE_URL = b"\\u0000base-url\\u0000"
 
 
 class MetadataSharingStore:
@@ -118,14 +121,18 @@ class SharedQidoService(QidoService):
         generation_key = qido_generation_key(pacs.name)
         generation = await self._link.call(lambda: self._link.aio.get(generation_key),
                                            "QIDO cache")
-        key = _qido_key(pacs.name, text(generation), query, base_url)
+        key = _qido_key(pacs.name, text(generation), query)
+        # Answers name the base URL the client used (RetrieveURL); replicas behind
+        # different addresses share them with a placeholder in its place.
+        base = base_url.encode()
         cached = await self._link.call(lambda: self._link.aio.get(key), "QIDO cache")
         if isinstance(cached, bytes):
-            stored = orjson.loads(cached)
+            stored = orjson.loads(cached.replace(_BASE_URL, base))
             return QidoResult(items=stored["items"], warnings=stored["warnings"])
         result = await super().search(pacs, query, base_url=base_url)
         if self._link.healthy:
             value = orjson.dumps({"items": result.items, "warnings": result.warnings})
+            value = value.replace(base, _BASE_URL)
             await self._link.call(lambda: self._link.aio.set(key, value, px=self._ttl_ms),
                                   "QIDO cache")
         return result
@@ -135,9 +142,8 @@ def qido_generation_key(node: str) -> str:
     return f"{KEY_PREFIX}qido-generation:{node}"
 
 
-def _qido_key(node: str, generation: str | None, query: QidoQuery, base_url: str) -> str:
-    # The base URL is part of the answer (RetrieveURL), so it is part of the key.
+def _qido_key(node: str, generation: str | None, query: QidoQuery) -> str:
     described = repr((query.level.value, sorted(query.match.items()), query.include_all,
-                      query.include, query.limit, query.offset, query.fuzzy, base_url))
+                      query.include, query.limit, query.offset, query.fuzzy))
     digest = hashlib.sha256(described.encode()).hexdigest()[:32]
     return f"{KEY_PREFIX}qido:{node}:{generation or '0'}:{digest}"
