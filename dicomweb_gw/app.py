@@ -78,10 +78,17 @@ class Gateway:
             lambda: {name: store.stats() for name, store in list(self._stores.items())})
         self.link = (RedisLink(settings.redis_url, on_health=self.metrics.redis_up.set)
                      if settings.redis_url else None)
+        # Sharing retrieves needs somewhere to share the instances: Redis alone
+        # shares only the metadata and QIDO caches.
+        sharing = self.link is not None and settings.shared_store is not None
+        if self.link is not None and not sharing:
+            log.warning("DICOMWEB_GW_REDIS_URL is set but DICOMWEB_GW_SHARED_STORE is not: "
+                        "replicas share metadata and QIDO answers, but each retrieves alone")
         self.cluster = (ClusterFlights(self.link, lease_seconds=settings.lease_seconds)
-                        if self.link is not None else None)
+                        if self.link is not None and sharing else None)
         self.routing = (MoveRouting(self.link, self.store)
-                        if self.link is not None and self.receiver is not None else None)
+                        if self.link is not None and sharing and self.receiver is not None
+                        else None)
         if self.receiver is not None:
             self.receiver.routing = self.routing
         if self.link is not None:
