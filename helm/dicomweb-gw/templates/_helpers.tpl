@@ -56,14 +56,87 @@ cache.size is a Kubernetes quantity with a binary or decimal suffix (schema-chec
 {{- div (mul $number $unit (int64 .Values.cache.maxBytesPercent)) 100 }}
 {{- end }}
 
-{{- define "dicomweb-gw.retrieveNeedsSingleReplica" -}}
-{{- if and (eq .Values.pacs.retrieve "c-move") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
-{{- fail "pacs.retrieve=c-move needs exactly one replica (the PACS sends C-MOVE sub-operations to one address, which cannot route them back to the pod that asked): set replicaCount=1 and autoscaling.enabled=false, or use pacs.retrieve=c-get" }}
+{{/*
+"true" when more than one pod may run at once (replicaCount > 1 or the autoscaler),
+else empty.
+*/}}
+{{- define "dicomweb-gw.severalReplicas" -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
-{{- range $name, $node := .Values.extraPacs }}
-{{- if and (eq (default "c-move" $node.retrieve) "c-move") (or $.Values.autoscaling.enabled (gt (int $.Values.replicaCount) 1)) }}
-{{- fail (printf "extraPacs.%s uses c-move, which needs exactly one replica: set replicaCount=1 and autoscaling.enabled=false, or retrieve: c-get" $name) }}
+
+{{/* The value that asks for several pods, for messages. */}}
+{{- define "dicomweb-gw.replicasSetting" -}}
+{{- if .Values.autoscaling.enabled }}autoscaling.enabled=true{{ else }}replicaCount={{ .Values.replicaCount }}{{ end }}
 {{- end }}
+
+{{/* "true" when a Redis is configured (DICOMWEB_GW_REDIS_URL is set), else empty. */}}
+{{- define "dicomweb-gw.hasRedis" -}}
+{{- if or .Values.cluster.redis.url .Values.cluster.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Where a ReadWriteMany shared store (cluster.sharedStore.type=volume) is mounted. */}}
+{{- define "dicomweb-gw.sharedMountPath" -}}
+/shared
+{{- end }}
+
+{{/*
+Scale-out values that the schema cannot check. Several replicas share single
+flight, the cache and C-MOVE routing (a C-STORE landing on any pod reaches the pod
+that sent the C-MOVE) through Redis and the shared store: without both they would
+each retrieve on their own, and C-MOVE sub-operations would land on pods that never
+asked. Each pod's local cache must be its own (an emptyDir): a PVC is either
+ReadWriteOnce (one node) or shared, and the local cache (with its SQLite index) is
+not made to be shared.
+*/}}
+{{- define "dicomweb-gw.clusterChecks" -}}
+{{- $cluster := .Values.cluster }}
+{{- if and $cluster.redis.url $cluster.redis.existingSecret }}
+{{- fail "set cluster.redis.url or cluster.redis.existingSecret, not both" }}
+{{- end }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" $cluster.redis.url }}
+{{- fail "cluster.redis.url holds a password, which would be readable in the Deployment: put the URL in a Secret and set cluster.redis.existingSecret (and existingSecretKey) instead" }}
+{{- end }}
+{{- if and (eq $cluster.sharedStore.type "s3") (not $cluster.sharedStore.s3.url) }}
+{{- fail "cluster.sharedStore.type=s3 needs cluster.sharedStore.s3.url (s3://bucket/prefix)" }}
+{{- end }}
+{{- $shared := include "dicomweb-gw.sharedMountPath" . }}
+{{- if and (eq $cluster.sharedStore.type "volume") (or (eq .Values.cache.mountPath $shared) (hasPrefix (printf "%s/" $shared) .Values.cache.mountPath)) }}
+{{- fail (printf "cache.mountPath=%s is inside %s, where cluster.sharedStore.type=volume is mounted: choose another cache.mountPath" .Values.cache.mountPath $shared) }}
+{{- end }}
+{{- if include "dicomweb-gw.severalReplicas" . }}
+{{- $why := include "dicomweb-gw.replicasSetting" . }}
+{{- if not (include "dicomweb-gw.hasRedis" .) }}
+{{- fail (printf "%s needs cluster.redis.url or cluster.redis.existingSecret: several replicas share single flight, the cache and C-MOVE routing through Redis" $why) }}
+{{- end }}
+{{- if not $cluster.sharedStore.type }}
+{{- fail (printf "%s needs cluster.sharedStore.type (volume or s3): several replicas find the instances the others retrieved in the shared store" $why) }}
+{{- end }}
+{{- if eq .Values.cache.type "pvc" }}
+{{- fail (printf "%s cannot use cache.type=pvc: each replica's local cache must be its own (cache.type=emptyDir); cluster.sharedStore is what persists" $why) }}
+{{- end }}
+{{- include "dicomweb-gw.pdbChecks" . }}
+{{- end }}
+{{- end }}
+
+{{/* An IntOrString: a number of pods, or a percentage quoted. */}}
+{{- define "dicomweb-gw.intOrPercent" -}}
+{{- if kindIs "string" . }}{{ quote . }}{{ else }}{{ int . }}{{ end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget that no eviction can satisfy blocks every node drain.
+*/}}
+{{- define "dicomweb-gw.pdbChecks" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $pods := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- if not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if or (eq (toString $pdb.maxUnavailable) "0%") (and (not (kindIs "string" $pdb.maxUnavailable)) (eq (int $pdb.maxUnavailable) 0)) }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable=%v would block every node drain: allow at least 1 pod" $pdb.maxUnavailable) }}
+{{- end }}
+{{- else if kindIs "invalid" $pdb.minAvailable }}
+{{- fail "podDisruptionBudget needs minAvailable or maxUnavailable" }}
+{{- else if or (eq (toString $pdb.minAvailable) "100%") (and (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $pods)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable=%v would block every node drain with %s: make it less, or set maxUnavailable" $pdb.minAvailable (ternary (printf "autoscaling.minReplicas=%d" $pods) (printf "replicaCount=%d" $pods) .Values.autoscaling.enabled)) }}
 {{- end }}
 {{- end }}
 
