@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli_fixtures import clean_environment, restore_logging  # noqa: F401 (autouse)
 from cluster_fixtures import RedisServer
 from dicomweb_gw.admin.config_check import local_addresses
 from dicomweb_gw.cli import main
@@ -17,23 +15,6 @@ from dicomweb_gw.pacs.storescp import MoveReceiver
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
 API_KEY = "config-check-secret-key-42"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DICOMWEB_GW_* variable from the developer's shell may leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("DICOMWEB_GW_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write_config(tmp_path: Path, store_port: int, nodes: dict[str, tuple[int, str, str]],

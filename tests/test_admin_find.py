@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cli_fixtures import clean_environment, restore_logging  # noqa: F401 (autouse)
 from corpus import Corpus
 from dicomweb_gw.cli import main
 from gateway_fixtures import RunningGateway
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs
 
 pytestmark = pytest.mark.pacs
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DICOMWEB_GW_* variable from the developer's shell may leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("DICOMWEB_GW_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures root logging for a terminal; undo it for the next tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write_config(tmp_path: Path, nodes: dict[str, tuple[str, int, str]]) -> Path:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli_fixtures import clean_environment, restore_logging  # noqa: F401 (autouse)
 from corpus import Corpus
 from dicomweb_gw.admin.prefetch import PartCounter
 from dicomweb_gw.cache.disk import DiskInstanceStore
@@ -20,23 +18,6 @@ from gateway_fixtures import RunningGateway, make_settings, node_for, running_ga
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
 API_KEY = "prefetch-test-key-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DICOMWEB_GW_* variable from the developer's shell may leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("DICOMWEB_GW_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

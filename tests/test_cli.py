@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli_fixtures import clean_environment, restore_logging  # noqa: F401 (autouse)
 from dicomweb_gw import __version__, cli
 from dicomweb_gw.cli import main
 from dicomweb_gw.settings import Settings
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DICOMWEB_GW_* variable from the developer's shell may leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("DICOMWEB_GW_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures root logging for a terminal; undo it so later tests' capture works."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("pynetdicom", "pydicom")}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
 
 
 @pytest.fixture(autouse=True)
