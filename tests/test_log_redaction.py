@@ -18,10 +18,11 @@ import httpx
 import pytest
 import uvicorn
 
+from corpus import Corpus
 from dicomweb_gw.app import Gateway, create_app
 from dicomweb_gw.redaction import PATIENT_DATA_FILTER, redact, strip_query
 from dicomweb_gw.settings import PacsNode, Settings, load_settings
-from gateway_fixtures import make_settings
+from gateway_fixtures import RunningGateway, make_settings
 from pacs_fixtures import free_port
 
 NAME = "Moriarty"
@@ -169,3 +170,20 @@ def test_log_patient_data_is_off_by_default_and_checked(tmp_path: Path) -> None:
     config.write_text('log_patient_data = "maybe"\n', encoding="utf-8")
     with pytest.raises(ValueError, match="log_patient_data"):
         load_settings(environ={}, config_file=config)
+
+
+@pytest.mark.pacs
+def test_pynetdicom_logs_no_identifiers(gateway: RunningGateway, corpus: Corpus,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """pynetdicom logs every C-FIND identifier at INFO unless told not to: patient data."""
+    study = corpus.study("ct_small")
+    caplog.set_level(logging.INFO, logger="pynetdicom")
+    answer = httpx.get(f"{gateway.dicomweb('dcmqrscp')}/studies",
+                       params={"PatientID": study.patient_id, "includefield": "PatientName"},
+                       timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()[0]["00100010"]["Value"][0]["Alphabetic"] == study.patient_name
+    pynetdicom_lines = [r.getMessage() for r in caplog.records if r.name.startswith("pynetdicom")]
+    assert any("Find" in line for line in pynetdicom_lines)  # it did log, at INFO
+    assert not any(study.patient_id in line or study.patient_name in line
+                   for line in pynetdicom_lines)
