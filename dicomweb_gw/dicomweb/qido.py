@@ -7,6 +7,7 @@ a broad query on a big PACS never pulls everything into memory.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ __all__ = ["QidoResult", "QidoService"]
 
 #: Candidates kept while waiting for a further C-FIND to settle a key the PACS ignored.
 _CANDIDATE_FACTOR = 4
+#: C-FINDs at once while deriving attributes (a PACS node allows 4 associations by default).
+_DERIVE_CONCURRENCY = 4
 #: Extra attributes for ``includefield=all`` beyond the required ones.
 _ALL_EXTRA = {
     QueryLevel.STUDY: (0x00081030, 0x00080020, 0x00100010, 0x00101010, 0x00080080, 0x00321060),
@@ -72,10 +75,16 @@ class QidoService:
         hit_cap = len(candidates) >= cap
 
         derived = _Deriver(pacs)
-        matches: list[Dataset] = []
-        for dataset in candidates:
-            if await self._matches_after_deriving(dataset, query, derived):
-                matches.append(dataset)
+        # Deriving means a C-FIND per candidate (a PACS that cannot match on
+        # ModalitiesInStudy returns every study): a few at once, not one by one.
+        gate = asyncio.Semaphore(_DERIVE_CONCURRENCY)
+
+        async def matches_after_deriving(dataset: Dataset) -> bool:
+            async with gate:
+                return await self._matches_after_deriving(dataset, query, derived)
+
+        judged = await asyncio.gather(*(matches_after_deriving(ds) for ds in candidates))
+        matches = [ds for ds, matched in zip(candidates, judged, strict=True) if matched]
         more = len(matches) > query.offset + limit or (hit_cap and derivable_keys != [])
         page = matches[query.offset : query.offset + limit]
         if more:
