@@ -6,24 +6,22 @@ results in ``bench/results/render.json``. Timings are reported, never asserted.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
+from record import comparison, save
 from timing import cold_ms, latency_ms, per_second
 
-from conftest import GatewayProcess as RunningGateway
+from conftest import GatewayProcess
 from corpus import Corpus
 from pacs_fixtures import RunningPacs
 
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
-RESULTS = Path(__file__).resolve().parent / "results"
 JPEG = {"Accept": "image/jpeg"}
 
 
 @pytest.mark.pacs
-def test_rendered_latency(gateway: RunningGateway, corpus: Corpus,
+def test_rendered_latency(gateway: GatewayProcess, corpus: Corpus,
                           orthanc_pacs: RunningPacs) -> None:
     big = corpus.study("big_ct")
     series = big.series[0]
@@ -36,32 +34,27 @@ def test_rendered_latency(gateway: RunningGateway, corpus: Corpus,
         return latency_ms(url, JPEG, RUNS, expect_type="image/jpeg")
 
     frame, viewport = frame_paths[0], frame_paths[0] + "?viewport=256,256"
-    results: dict[str, object] = {
-        "frame rendered, 512x512 CT": {
-            "gateway cold ms": cold_ms(gateway.url, "orthanc", big.study_uid, mine + frame, JPEG),
-            "gateway warm ms": jpeg_ms(mine + frame),
-            "orthanc ms": jpeg_ms(theirs + frame),
-        },
-        "frame rendered, viewport=256,256": {
-            "gateway warm ms": jpeg_ms(mine + viewport),
-            "orthanc ms": jpeg_ms(theirs + viewport),
-        },
-        "series thumbnail, viewport=256,256 (OHIF)": {
-            "gateway warm ms": jpeg_ms(mine + series_path + "/thumbnail?viewport=256,256"),
-        },
-    }
+    cold = cold_ms(gateway.url, "orthanc", big.study_uid, mine + frame, JPEG)
+    comparisons = [
+        comparison("render.frame", "one frame rendered, 512x512 CT", "ms", {
+            "gateway (warm)": jpeg_ms(mine + frame),
+            "Orthanc": jpeg_ms(theirs + frame),
+        }, reference="Orthanc"),
+        comparison("render.viewport", "the same frame, viewport=256,256", "ms", {
+            "gateway (warm)": jpeg_ms(mine + viewport),
+            "Orthanc": jpeg_ms(theirs + viewport),
+        }, reference="Orthanc"),
+        comparison("render.gateway_only", "gateway only: first time, OHIF thumbnail", "ms", {
+            "frame, first time (instance retrieved by C-GET)": cold,
+            "series thumbnail, viewport=256,256, warm": jpeg_ms(
+                mine + series_path + "/thumbnail?viewport=256,256"),
+        }),
+    ]
     per_second([mine + p for p in frame_paths], JPEG)  # every instance cached
-    results["frames rendered, 8 concurrent, 100 instances"] = {
-        "gateway warm images/s": per_second([mine + p for p in frame_paths], JPEG),
-        "orthanc images/s": per_second([theirs + p for p in frame_paths], JPEG),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "render.json").write_text(json.dumps(results, indent=2))
-    print()
-    for name, row in results.items():
-        print(name)
-        assert isinstance(row, dict)
-        for key, value in row.items():
-            shown = (f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
-                     if isinstance(value, dict) else f"{value:.1f}")
-            print(f"  {key:24} {shown}")
+    comparisons.append(comparison(
+        "render.concurrent", "frames rendered, 8 concurrent clients over 100 instances",
+        "images/s", {"gateway (warm)": per_second([mine + p for p in frame_paths], JPEG),
+                     "Orthanc": per_second([theirs + p for p in frame_paths], JPEG)},
+        better="higher", reference="Orthanc"))
+    save("render", "Rendered JPEG (/rendered, /thumbnail)", comparisons,
+         notes=[f"Latencies: median (min-max) of {RUNS} runs after one warm-up."])

@@ -7,31 +7,32 @@ answers "already stored". Timings are reported, never asserted.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import statistics
-import subprocess
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from extra_pacs import storescu
 from pydicom.uid import generate_uid
+from record import comparison, save
+from timing import stats
 
 from conftest import GatewayProcess
+from corpus import _testdata
 from pacs_fixtures import RunningPacs
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 INSTANCES = int(os.environ.get("BENCH_STOW_INSTANCES", "200"))
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _fresh_study(folder: Path) -> list[Path]:
     folder.mkdir(parents=True)
-    template = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    template = pydicom.dcmread(_testdata("CT_small.dcm"))
     study, series = generate_uid(), generate_uid()
     paths = []
     for index in range(INSTANCES):
@@ -57,33 +58,24 @@ def _stow(url: str, paths: list[Path]) -> float:
     return elapsed
 
 
-def _storescu(pacs: RunningPacs, paths: list[Path]) -> float:
-    env = dict(os.environ, TCP_NODELAY="1")
-    started = time.perf_counter()
-    subprocess.run(["storescu", "-aet", "BENCH_STORESCU", "-aec", pacs.ae_title, pacs.host,
-                    str(pacs.port), *map(str, paths)], check=True, env=env, capture_output=True)
-    return time.perf_counter() - started
-
-
 @pytest.mark.pacs
 def test_stow_throughput(gateway: GatewayProcess, dcmqrscp_pacs: RunningPacs,
                          orthanc_pacs: RunningPacs, tmp_path: Path) -> None:
-    results: dict[str, dict[str, float]] = {}
     runs = iter(range(10_000))
-    for name, pacs in (("dcmqrscp", dcmqrscp_pacs), ("orthanc", orthanc_pacs)):
-        for label, send in (
-            (f"gateway STOW-RS to {name}",
-             lambda paths, n=name: _stow(f"{gateway.dicomweb(n)}/studies", paths)),
-            (f"storescu to {name}", lambda paths, p=pacs: _storescu(p, paths)),
-        ):
-            times = [send(_fresh_study(tmp_path / str(next(runs)))) for _ in range(RUNS)]
-            median = statistics.median(times)
-            results[label] = {"median_s": median, "min_s": min(times), "max_s": max(times),
-                              "instances_per_s": INSTANCES / median}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stow.json").write_text(json.dumps(results, indent=2))
-    print(f"\n{INSTANCES} CT_small instances ({INSTANCES * 39 // 1000} MB) per request, "
-          f"median (min-max) of {RUNS} runs")
-    for label, row in results.items():
-        print(f"  {label:30} {row['median_s']:.2f} s ({row['min_s']:.2f}-{row['max_s']:.2f})"
-              f"  {row['instances_per_s']:.0f} instances/s")
+    comparisons = []
+    for name, pacs in (("dcmqrscp", dcmqrscp_pacs), ("Orthanc", orthanc_pacs)):
+        node = name.lower()
+        rows = {}
+        senders: tuple[tuple[str, Callable[[list[Path]], float]], ...] = (
+            ("gateway STOW-RS -> C-STORE", partial(_stow, f"{gateway.dicomweb(node)}/studies")),
+            ("storescu", partial(storescu, pacs)),
+        )
+        for label, send in senders:
+            # A fresh study per run (written untimed), so no PACS answers "already stored".
+            seconds = [send(_fresh_study(tmp_path / str(next(runs)))) for _ in range(RUNS)]
+            rows[label] = stats([INSTANCES / value for value in seconds])
+        comparisons.append(comparison(f"stow.{node}", f"to {name}", "instances/s", rows,
+                                      better="higher", reference="storescu"))
+    save("stow", f"STOW-RS: {INSTANCES} CT_small instances ({INSTANCES * 39 // 1000} MB) per "
+         "request vs storescu in one association", comparisons,
+         notes=[f"Median (min-max) of {RUNS} runs, fresh UIDs each run."])

@@ -11,10 +11,7 @@ frame with the same pydicom/pylibjpeg call, with no HTTP and no threads.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,8 @@ from pydicom import uid
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import as_pixel_options
+from record import comparison, save
+from timing import per_second, repeat_ms
 
 from conftest import GatewayProcess
 from corpus import InstanceInfo, StudyInfo, _read, _StudySpec, _StudyWriter
@@ -33,7 +32,6 @@ from pacs_fixtures import RunningPacs, _load_into_orthanc
 
 FRAMES = int(os.environ.get("BENCH_J2K_FRAMES", "60"))
 SIZE = 512
-RESULTS = Path(__file__).resolve().parent / "results"
 NATIVE = 'multipart/related; type="application/octet-stream"'
 AS_STORED = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -69,21 +67,18 @@ def _in_process_fps(path: Path) -> float:
     options.pop("extended_offsets", None)
     decoder = get_decoder(uid.JPEG2000Lossless)
     stored = list(generate_frames(ds.PixelData, number_of_frames=FRAMES))
-    started = time.perf_counter()
-    for frame in stored:
-        decoder.as_array(encapsulate([frame]), index=0, **options)
-    return FRAMES / (time.perf_counter() - started)
+
+    def decode_all() -> None:
+        for frame in stored:
+            decoder.as_array(encapsulate([frame]), index=0, **options)
+    return FRAMES / (repeat_ms(decode_all, runs=1, warmup=0)["median"] / 1000)
 
 
-def _gateway_fps(client: httpx.Client, url: str, concurrency: int, accept: str = NATIVE
-                 ) -> float:
-    def get(number: int) -> None:
-        client.get(f"{url}/frames/{number}", headers={"Accept": accept}).raise_for_status()
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(get, range(1, FRAMES + 1)))
-    return FRAMES / (time.perf_counter() - started)
+def _gateway_fps(url: str, concurrency: int, accept: str = NATIVE) -> float:
+    """One pass over every frame, in order, by ``concurrency`` clients."""
+    # per_second's workers pop from the end: reversed, frame 1 is asked first.
+    frames = [f"{url}/frames/{number}" for number in range(FRAMES, 0, -1)]
+    return per_second(frames, {"Accept": accept}, concurrency)
 
 
 def test_bench_j2k_frames_to_native(gateway: GatewayProcess,
@@ -92,18 +87,24 @@ def test_bench_j2k_frames_to_native(gateway: GatewayProcess,
     series = study.series[0].series_uid
     base = (f"{gateway.dicomweb('orthanc')}/studies/{study.study_uid}/series/{series}"
             f"/instances/{instance.sop_instance_uid}")
-    results: dict[str, Any] = {"frames": FRAMES, "size": f"{SIZE}x{SIZE}x16 bit",
-                               "in_process_fps": round(_in_process_fps(instance.path), 1)}
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=8)) as client:
-        client.get(f"{base}/frames/1", headers={"Accept": AS_STORED}).raise_for_status()
-        # A fresh gateway LRU per pass would need a restart: pass 1 decodes
-        # (sequential, like one viewer), pass 2 reads back the decoded frames.
-        results["gateway_decode_fps_1_client"] = round(_gateway_fps(client, base, 1), 1)
-        results["gateway_lru_fps_1_client"] = round(_gateway_fps(client, base, 1), 1)
-        results["gateway_lru_fps_6_clients"] = round(_gateway_fps(client, base, 6), 1)
-        # Decode + JPEG-LS encode, cold, as a browser's 6 connections would ask.
-        results["gateway_j2k_to_jls_fps_6_clients"] = round(
-            _gateway_fps(client, base, 6, "multipart/related; type=image/jls"), 1)
-    print(json.dumps(results, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "transcode.json").write_text(json.dumps(results, indent=2) + "\n")
+    in_process = _in_process_fps(instance.path)
+    httpx.get(f"{base}/frames/1", headers={"Accept": AS_STORED}, timeout=120).raise_for_status()
+    # A fresh gateway LRU per pass would need a restart: pass 1 decodes
+    # (sequential, like one viewer), pass 2 reads back the decoded frames.
+    decode = _gateway_fps(base, 1)
+    lru_1 = _gateway_fps(base, 1)
+    lru_6 = _gateway_fps(base, 6)
+    # Decode + JPEG-LS encode, cold, as a browser's 6 connections would ask.
+    to_jls = _gateway_fps(base, 6, "multipart/related; type=image/jls")
+    save("transcode", f"Transcoding: {FRAMES} frames of {SIZE}x{SIZE} 16-bit JPEG 2000 lossless", [
+        comparison("transcode.decode", "decoding (cold)", "frames/s", {
+            "pydicom + pylibjpeg-openjpeg in one process": in_process,
+            "gateway, 1 client, J2K -> uncompressed": decode,
+            "gateway, 6 clients, J2K -> JPEG-LS lossless": to_jls,
+        }, better="higher", reference="pydicom + pylibjpeg-openjpeg in one process"),
+        comparison("transcode.lru", "the same frames again (in-memory LRU)", "frames/s", {
+            "gateway, 1 client": lru_1,
+            "gateway, 6 clients": lru_6,
+        }, better="higher"),
+    ], notes=["One pass over the frames each; the instance is cached by the gateway first "
+              "(as stored), so only decoding and HTTP are timed."])

@@ -6,21 +6,19 @@ Run with ``.venv/bin/python -m pytest bench -s -p no:cacheprovider``; results in
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from pathlib import Path
 
 import pytest
+from record import comparison, save
 from timing import cold_ms, latency_ms, per_second
 
-from conftest import GatewayProcess as RunningGateway
+from conftest import GatewayProcess
 from corpus import Corpus, SeriesInfo, StudyInfo, _stack, _StudySpec, _StudyWriter
 from pacs_fixtures import RunningPacs, _load_into_orthanc
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 FRAME_REQUESTS = int(os.environ.get("BENCH_FRAME_REQUESTS", "400"))
-RESULTS = Path(__file__).resolve().parent / "results"
 JSON = {"Accept": "application/dicom+json"}
 FRAME = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -39,19 +37,23 @@ def series_600(orthanc_pacs: RunningPacs, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.pacs
-def test_viewer_paths(gateway: RunningGateway, corpus: Corpus, orthanc_pacs: RunningPacs,
+def test_viewer_paths(gateway: GatewayProcess, corpus: Corpus, orthanc_pacs: RunningPacs,
                       series_600: tuple[StudyInfo, SeriesInfo]) -> None:
-    results: dict[str, object] = {}
     big = corpus.study("big_ct")
-    cases = [("100-instance series", big, big.series[0]), ("600-instance series", *series_600)]
-    for label, study, series in cases:
+    comparisons = []
+    cold = {}
+    for size, study, series in ((100, big, big.series[0]), (600, *series_600)):
         path = f"/studies/{study.study_uid}/series/{series.series_uid}/metadata"
         gateway_url = gateway.dicomweb("orthanc") + path
-        results[f"metadata {label}"] = {
-            "gateway cold ms": cold_ms(gateway.url, "orthanc", study.study_uid, gateway_url, JSON),
-            "gateway warm ms": latency_ms(gateway_url, JSON, RUNS),
-            "orthanc ms": latency_ms(orthanc_pacs.dicomweb_url + path, JSON, RUNS),
-        }
+        cold[f"{size} instances"] = cold_ms(gateway.url, "orthanc", study.study_uid,
+                                            gateway_url, JSON)
+        comparisons.append(comparison(f"viewer.metadata_{size}", f"series metadata, {size} "
+                                      "instances, warm", "ms", {
+            "gateway (warm)": latency_ms(gateway_url, JSON, RUNS),
+            "Orthanc": latency_ms(orthanc_pacs.dicomweb_url + path, JSON, RUNS),
+        }, reference="Orthanc"))
+    comparisons.append(comparison("viewer.metadata_cold", "series metadata, gateway cold "
+                                  "(C-GET from Orthanc, then parsed)", "ms", cold))
     series = big.series[0]
     rng = random.Random(7)
     paths = [f"/studies/{big.study_uid}/series/{series.series_uid}/instances/"
@@ -59,17 +61,12 @@ def test_viewer_paths(gateway: RunningGateway, corpus: Corpus, orthanc_pacs: Run
              for _ in range(FRAME_REQUESTS)]
     frame = {"Accept": FRAME}
     per_second([gateway.dicomweb("orthanc") + p for p in paths[:100]], frame)  # warm
-    results["frames, 8 concurrent, 100-instance series"] = {
-        "gateway warm fps": per_second([gateway.dicomweb("orthanc") + p for p in paths], frame),
-        "orthanc fps": per_second([orthanc_pacs.dicomweb_url + p for p in paths], frame),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "viewer.json").write_text(json.dumps(results, indent=2))
-    print()
-    for name, row in results.items():
-        print(name)
-        assert isinstance(row, dict)
-        for key, value in row.items():
-            shown = (f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
-                     if isinstance(value, dict) else f"{value:.1f}")
-            print(f"  {key:20} {shown}")
+    comparisons.append(comparison(
+        "viewer.frames", "single frames, 8 concurrent clients, random order over the "
+        "100-instance series", "frames/s", {
+            "gateway (warm)": per_second([gateway.dicomweb("orthanc") + p for p in paths], frame),
+            "Orthanc": per_second([orthanc_pacs.dicomweb_url + p for p in paths], frame),
+        }, better="higher", reference="Orthanc"))
+    save("viewer", "What a viewer does: series metadata and frames (Orthanc node, C-GET)",
+         comparisons, notes=[f"Latencies: median (min-max) of {RUNS} runs after one warm-up; "
+                             "cold: one request right after purging the study from the cache."])
