@@ -83,6 +83,7 @@ class Associations:
             evt_handlers=[NODELAY_HANDLER, *handlers],
         )
         if assoc.is_established:
+            _keep_stray_responses(assoc)
             with self._lock:
                 self._open += 1
             return assoc
@@ -164,3 +165,28 @@ class Associations:
             return found, True
         return self.associate(contexts.find_contexts()), False
 
+
+def _keep_stray_responses(assoc: Association) -> None:
+    """Work around a pynetdicom race (pydicom/pynetdicom#875).
+
+    Between two ``send_*()`` calls its reactor thread can wake up, find the next
+    response already queued and take it for an incoming request: it logs
+    "Received unexpected C-STORE service message" and drops it, and the sender
+    then waits out the DIMSE timeout. Against dcmqrscp, which answers within a
+    millisecond, this cut most 300-instance STOW batches short. Every association
+    the gateway opens sends more than one message (pooled C-FINDs, C-CANCELs),
+    so every one is guarded. Responses the reactor takes are put back for the
+    sender instead.
+    """
+    serve = getattr(assoc, "_serve_request", None)
+    queue = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
+    if serve is None or queue is None:  # pynetdicom changed: nothing to patch
+        return
+
+    def serve_requests_only(message: Any, context_id: int) -> None:
+        if getattr(message, "is_valid_request", True):
+            serve(message, context_id)
+        else:
+            queue.put((context_id, message))
+
+    assoc._serve_request = serve_requests_only  # type: ignore[method-assign, assignment]

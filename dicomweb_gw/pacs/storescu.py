@@ -115,7 +115,6 @@ def store_batch(
                     for request in requests]
         raise
     try:
-        _keep_stray_responses(assoc)
         return _send_all(assoc, requests, next_id, proposed={str(cx.abstract_syntax)
                                                              for cx in contexts})
     finally:
@@ -246,30 +245,6 @@ class _AcceptWatch:
 
     def on_accepted(self, event: Any) -> None:
         self.accepted_none = not event.assoc.accepted_contexts
-
-
-def _keep_stray_responses(assoc: Association) -> None:
-    """Work around a pynetdicom race (pydicom/pynetdicom#875).
-
-    Between two ``send_*()`` calls its reactor thread can wake up, find the next
-    response already queued and take it for an incoming request: it logs
-    "Received unexpected C-STORE service message" and drops it, and the sender
-    then waits out the DIMSE timeout. Against dcmqrscp, which answers within a
-    millisecond, this cut most 300-instance batches short.
-    Responses the reactor takes are put back for the sender instead.
-    """
-    serve = getattr(assoc, "_serve_request", None)
-    queue = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
-    if serve is None or queue is None:  # pynetdicom changed: nothing to patch
-        return
-
-    def serve_requests_only(message: Any, context_id: int) -> None:
-        if getattr(message, "is_valid_request", True):
-            serve(message, context_id)
-        else:
-            queue.put((context_id, message))
-
-    assoc._serve_request = serve_requests_only  # type: ignore[method-assign, assignment]
 
 
 def _target_syntax(current: str, accepted: set[str]) -> str | None:

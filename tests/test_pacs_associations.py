@@ -1,0 +1,46 @@
+"""Pooled associations under many back-to-back DIMSE messages, against real dcmqrscp."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from pydicom.dataset import Dataset
+
+from corpus import Corpus
+from dicomweb_gw.model import QueryLevel
+from dicomweb_gw.pacs.dimse import DimsePacsClient
+from gateway_fixtures import node_for
+from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs
+
+pytestmark = pytest.mark.pacs
+
+SEARCHES = 600
+
+
+def test_back_to_back_c_finds_never_lose_a_response(dcmqrscp_pacs: RunningPacs,
+                                                    corpus: Corpus) -> None:
+    """pynetdicom#875: a response read by the reactor between two requests was dropped,
+    and the search then waited out the DIMSE timeout. dcmqrscp answers within a
+    millisecond, which is when the race shows."""
+    study = corpus.study("ct_small")
+    # A short timeout: a dropped response fails the search (PacsTimeout) quickly.
+    node = replace(node_for(dcmqrscp_pacs, "dcmqrscp", "c-get"), timeout=5.0,
+                   max_associations=1)
+
+    async def searches() -> list[int]:
+        client = DimsePacsClient(node, ae_title=GATEWAY_AE_TITLE)
+        try:
+            counts = []
+            for _ in range(SEARCHES):
+                query = Dataset()
+                query.StudyInstanceUID = study.study_uid
+                query.SeriesInstanceUID = ""
+                counts.append(len([ds async for ds in client.find(QueryLevel.SERIES, query)]))
+            return counts
+        finally:
+            await client.aclose()
+
+    counts = asyncio.run(searches())
+    assert counts == [len(study.series)] * SEARCHES
