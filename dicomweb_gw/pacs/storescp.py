@@ -12,6 +12,7 @@ and an instance for another replica's move is handed to that replica
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb_gw.model import RetrieveKeys
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from dicomweb_gw.cluster.moves import MoveRouting
     from dicomweb_gw.model import RetrievedInstance
 
-__all__ = ["MoveReceiver"]
+__all__ = ["MoveReceiver", "QuicklyCopiedContexts"]
 
 log = logging.getLogger(__name__)
 #: pynetdicom, as acceptor, picks the first of *our* syntaxes that the PACS
@@ -77,11 +79,14 @@ class MoveReceiver:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, _PREFERRED_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
-        self._server = ae.start_server(
+        server = ae.start_server(
             (self._host, self._port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._on_store), NODELAY_HANDLER, FAST_POLL_HANDLER],
         )
+        assert server is not None  # only a blocking start returns None
+        server.contexts = QuicklyCopiedContexts(server.contexts)
+        self._server = server
         log.info("storage SCP for C-MOVE listening on %s as %s", self.address, self.ae_title)
 
     def stop(self) -> None:
@@ -142,3 +147,21 @@ def _matches(keys: RetrieveKeys, dataset: Any) -> bool:
     if keys.series_uid is not None and str(dataset.get("SeriesInstanceUID", "")) != keys.series_uid:
         return False
     return keys.instance_uid is None or str(dataset.get("SOPInstanceUID", "")) == keys.instance_uid
+
+
+class QuicklyCopiedContexts(list[PresentationContext]):
+    """The storage SCP's presentation contexts, copied fast.
+
+    pynetdicom deep-copies the server's contexts for every incoming association:
+    about 50 ms for our ~170 storage classes x ~45 transfer syntaxes, which every
+    C-MOVE's first instance waited for. Everything in a context is immutable but
+    its list of transfer syntaxes, so copying that list gives what deepcopy gives.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            duplicate = copy.copy(context)
+            duplicate._transfer_syntax = list(context._transfer_syntax)
+            copies.append(duplicate)
+        return copies
