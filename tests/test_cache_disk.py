@@ -29,6 +29,8 @@ from dicomweb_gw.cache import (
     InvalidInstance,
     _files,
 )
+from dicomweb_gw.cache._files import header_of, read_header
+from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.model import RetrievedInstance
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -643,3 +645,26 @@ def test_other_write_errors_propagate(open_store: Opener, root: Path,
         store.put(make(new_uid(), new_uid()))
     assert not isinstance(raised.value, CacheFull)
     assert_consistent(root)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm",
+                                  "MR_small_bigendian.dcm", "JPEG2000.dcm", "image_dfl.dcm"])
+def test_header_of_an_instance_in_memory_matches_the_file(name: str, tmp_path: Path) -> None:
+    instance = instance_from_file(Path(str(get_testdata_file(name))))
+    path = tmp_path / "instance.dcm"
+    path.write_bytes(b"".join(part10_chunks(instance)))
+
+    in_memory = header_of(instance)
+    if name == "image_dfl.dcm":  # deflated: only the file can be read
+        assert in_memory is None
+    else:
+        assert in_memory == read_header(path)
+        assert in_memory is not None
+        assert in_memory.study_uid
+
+
+def test_header_of_a_broken_data_set_is_an_invalid_instance() -> None:
+    broken = RetrievedInstance("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2.1",
+                               b"\x08\x00\x16\x00UI\xff\x7f")  # a length past the end
+    with pytest.raises(InvalidInstance):
+        header_of(broken)

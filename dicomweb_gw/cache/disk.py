@@ -33,6 +33,7 @@ from dicomweb_gw.cache._files import (
     TEMP_PREFIX,
     Header,
     Layout,
+    header_of,
     read_header,
     unlink_quietly,
 )
@@ -93,7 +94,7 @@ class DiskInstanceStore:
         temp = self._write(final.parent, chunks, size, uid)
         try:
             # Parsed before the rename: a data set we cannot file is never visible.
-            header = read_header(temp)
+            header = header_of(instance) or read_header(temp)
         except BaseException:
             unlink_quietly(temp)
             raise
