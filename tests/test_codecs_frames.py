@@ -318,3 +318,8 @@ def test_parse_frame_list_rejects(text: str) -> None:
     with pytest.raises(BadRequest) as raised:
         parse_frame_list(text)
     assert raised.value.status_code == 400
+
+
+def test_only_a_deflated_reader_holds_pixel_data() -> None:
+    assert FrameReader(Path(str(get_testdata_file("image_dfl.dcm")))).holds_pixel_data
+    assert not FrameReader(Path(str(get_testdata_file("CT_small.dcm")))).holds_pixel_data

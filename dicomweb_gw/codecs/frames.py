@@ -106,6 +106,11 @@ class FrameReader:
 
     # -- public API ---------------------------------------------------------
 
+    @property
+    def holds_pixel_data(self) -> bool:
+        """True for a deflated file, whose pixel data is held in memory (not worth keeping)."""
+        return self._inline is not None
+
     def stored(self, number: int) -> bytes:
         """Frame ``number`` (1-based) as stored: compressed bytes, or little endian pixels."""
         self._check(number)

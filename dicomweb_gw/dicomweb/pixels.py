@@ -41,7 +41,10 @@ from dicomweb_gw.pacs.protocol import PacsClient
 __all__ = ["BulkData", "PixelService", "evicted_as_503", "on_disk"]
 
 PIXEL_DATA = 0x7FE00010
-_READERS = 64  # parsed files kept: a viewer asks for the frames of a few instances at a time
+#: Parsed files kept (a few KB each: offsets and pixel options, no pixel data). A
+#: viewer scrolls through whole series, 600 instances and more: 64 thrashed (the
+#: 64-client soak spent a fifth of its time re-parsing headers).
+_READERS = 2048
 _FRAME_CACHE_BYTES = 64 * 1024 * 1024  # decoded/encoded frames kept, ~128 512x512 CT frames
 
 
@@ -165,6 +168,8 @@ class PixelService:
                 self._readers.move_to_end(key)
                 return reader
         reader = FrameReader(path)
+        if reader.holds_pixel_data:
+            return reader
         with self._readers_lock:
             self._readers[key] = reader
             while len(self._readers) > _READERS:
