@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
 
 from corpus import Corpus
 from dicomweb_gw.model import QueryLevel
+from dicomweb_gw.pacs.associations import _keep_stray_responses
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from gateway_fixtures import node_for
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs
@@ -44,3 +48,25 @@ def test_back_to_back_c_finds_never_lose_a_response(dcmqrscp_pacs: RunningPacs,
 
     counts = asyncio.run(searches())
     assert counts == [len(study.series)] * SEARCHES
+
+
+def test_responses_the_reactor_takes_are_handed_back() -> None:
+    """pynetdicom's reactor can take the response a send_*() waits for
+    (pydicom/pynetdicom#875); it must go back on the queue, requests must not."""
+    served: list[Any] = []
+
+    class FakeAssociation:
+        def __init__(self) -> None:
+            self.dimse = SimpleNamespace(msg_queue=queue.Queue())
+
+        def _serve_request(self, message: Any, context_id: int) -> None:
+            served.append(message)
+
+    assoc = FakeAssociation()
+    _keep_stray_responses(assoc)  # type: ignore[arg-type]
+    response, request = SimpleNamespace(is_valid_request=False), SimpleNamespace(
+        is_valid_request=True)
+    assoc._serve_request(response, 3)
+    assoc._serve_request(request, 5)
+    assert assoc.dimse.msg_queue.get_nowait() == (3, response)
+    assert served == [request]

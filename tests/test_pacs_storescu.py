@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -30,7 +28,6 @@ from dicomweb_gw.pacs.storescu import (
     SOP_CLASS_NOT_SUPPORTED,
     StoreOutcome,
     StoreRequest,
-    _keep_stray_responses,
     plan_contexts,
 )
 from dicomweb_gw.settings import PacsNode
@@ -256,28 +253,6 @@ def test_association_lost_before_anything_stored_is_a_pacs_error(tmp_path: Path)
     with scp([(CT, [uid.ExplicitVRLittleEndian])], abort) as port, \
             pytest.raises(PacsFailure):
         store(client_for(LOOPBACK, port, "TEST_SCP"), requests)
-
-
-def test_responses_the_reactor_takes_are_handed_back() -> None:
-    """pynetdicom's reactor can take the response a send_c_store() waits for
-    (pydicom/pynetdicom#875); it must go back on the queue, requests must not."""
-    served: list[Any] = []
-
-    class FakeAssociation:
-        def __init__(self) -> None:
-            self.dimse = SimpleNamespace(msg_queue=queue.Queue())
-
-        def _serve_request(self, message: Any, context_id: int) -> None:
-            served.append(message)
-
-    assoc = FakeAssociation()
-    _keep_stray_responses(assoc)  # type: ignore[arg-type]
-    response, request = SimpleNamespace(is_valid_request=False), SimpleNamespace(
-        is_valid_request=True)
-    assoc._serve_request(response, 3)
-    assoc._serve_request(request, 5)
-    assert assoc.dimse.msg_queue.get_nowait() == (3, response)
-    assert served == [request]
 
 
 # -- planning ---------------------------------------------------------------------
