@@ -120,6 +120,8 @@ def test_c_move_landing_on_another_replica_reaches_the_owner(
         results = _spread(replicas[:2], study.study_uid, clients=10)
 
         assert [r for r in results if not isinstance(r, set)] == []
+        assert [len(r) for r in results] == [len(study.instances)] * 10, [
+            replica.log()[-3000:] for replica in replicas]
         assert all(r == _expected(study) for r in results)
         assert proxy.commands[C_MOVE_RQ] == 1
 

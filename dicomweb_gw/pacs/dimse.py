@@ -400,7 +400,10 @@ class DimsePacsClient:
                 code = int(status.Status)
                 if code in PENDING:
                     continue
-                if code == SUCCESS or (code == CANCELLED and cancel_timer is not None):
+                if code == SUCCESS:
+                    self._await_stragglers(operation, status, sink)
+                    return
+                if code == CANCELLED and cancel_timer is not None:
                     return
                 if sink.channel.cancelled:
                     return  # the client left; whatever the PACS says no one reads it
@@ -409,6 +412,21 @@ class DimsePacsClient:
         finally:
             if cancel_timer is not None:
                 cancel_timer.cancel()
+
+    def _await_stragglers(self, operation: str, status: Dataset, sink: InstanceSink) -> None:
+        """Success means every instance the PACS counts as sent has reached us.
+
+        They all have, except C-MOVE instances another replica received: those
+        come through Redis, possibly after the final response. Waiting for them
+        is what keeps a study from ending short without an error.
+        """
+        reported = sum(int(status.get(name) or 0) for name in
+                       ("NumberOfCompletedSuboperations", "NumberOfWarningSuboperations"))
+        if sink.received >= reported or sink.wait_for(reported, self._node.timeout):
+            return
+        raise PacsFailure(self._node.name,
+                          f"{operation} reported {reported} instances sent, but "
+                          f"{sink.received} arrived within {self._node.timeout:g} s")
 
     def _cancel(self, assoc: Association, msg_id: int, model: str) -> threading.Timer:
         """C-CANCEL, then abort if the PACS has not wound down within the grace period."""

@@ -7,6 +7,7 @@ instances to the waiting request in exactly the same way.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ class InstanceSink:
         self.channel = channel
         self.received = 0
         self.last_activity = time.monotonic()
+        self._arrival = threading.Condition()
 
     def on_store(self, event: Any) -> int:
         """``evt.EVT_C_STORE`` handler for a C-GET association."""
@@ -37,9 +39,21 @@ class InstanceSink:
             self.channel.put(instance)
         except Cancelled:
             return STORE_REFUSED
-        self.received += 1
+        with self._arrival:
+            self.received += 1
+            self._arrival.notify_all()
         self.last_activity = time.monotonic()
         return STORE_SUCCESS
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` instances have been delivered; False on timeout.
+
+        With several replicas, an instance of our C-MOVE that another replica
+        received is handed to us through Redis, possibly after the PACS's final
+        response: the retrieve is over only when the reported number arrived.
+        """
+        with self._arrival:
+            return self._arrival.wait_for(lambda: self.received >= count, timeout)
 
 
 def instance_from_store_event(event: Any) -> RetrievedInstance:

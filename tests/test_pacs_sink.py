@@ -1,0 +1,68 @@
+"""InstanceSink: counting deliveries, and waiting for the ones still on their way."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomweb_gw.errors import PacsFailure
+from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.pacs.dimse import DimsePacsClient
+from dicomweb_gw.pacs.sink import STORE_SUCCESS, InstanceSink
+from dicomweb_gw.settings import PacsNode
+
+INSTANCE = RetrievedInstance("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1", b"")
+
+
+class Taken:
+    """Stands in for the channel to the waiting request: takes everything at once."""
+
+    cancelled = False
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
+def _sink() -> InstanceSink:
+    return InstanceSink(Taken())  # type: ignore[arg-type]
+
+
+def test_wait_for_returns_once_the_late_instances_are_delivered() -> None:
+    sink = _sink()
+    assert sink.deliver(INSTANCE) == STORE_SUCCESS
+    late = threading.Timer(0.05, sink.deliver, args=(INSTANCE,))
+    late.start()
+    assert sink.wait_for(2, timeout=10)
+    assert sink.received == 2
+
+
+def test_wait_for_gives_up_after_the_timeout() -> None:
+    sink = _sink()
+    sink.deliver(INSTANCE)
+    assert not sink.wait_for(2, timeout=0.05)
+
+
+def _final(completed: int, warnings: int = 0) -> Dataset:
+    status = Dataset()
+    status.Status = 0x0000
+    status.NumberOfCompletedSuboperations = completed
+    status.NumberOfWarningSuboperations = warnings
+    return status
+
+
+def test_a_retrieve_short_of_what_the_pacs_reported_fails() -> None:
+    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
+                             ae_title="GW")
+    sink = _sink()
+    for _ in range(3):
+        sink.deliver(INSTANCE)
+
+    client._await_stragglers("C-MOVE", _final(3, warnings=0), sink)  # all there: fine
+    with pytest.raises(PacsFailure, match="reported 4 instances sent, but 3 arrived"):
+        client._await_stragglers("C-MOVE", _final(3, warnings=1), sink)
