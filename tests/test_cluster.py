@@ -264,9 +264,10 @@ def test_qido_answers_are_shared_until_a_purge(
     with TcpProxy([(dcmqrscp_pacs.host, dcmqrscp_pacs.port)]) as proxy, running_replicas(
         2, tmp_path, _env(proxy.port, redis_server.url, shared_dir, "c-get")
     ) as replicas:
-        def search(replica: Replica) -> list[str]:
+        def search(replica: Replica, **headers: str) -> list[str]:
             answer = httpx.get(f"{replica.url}/dicom-web/studies",
-                               params={"PatientID": study.patient_id}, timeout=30)
+                               params={"PatientID": study.patient_id}, headers=headers,
+                               timeout=30)
             assert answer.status_code == 200
             return [item["0020000D"]["Value"][0] for item in answer.json()]
 
@@ -274,11 +275,14 @@ def test_qido_answers_are_shared_until_a_purge(
         finds = proxy.commands[C_FIND_RQ]
         second = search(replicas[1])
         finds_after_second = proxy.commands[C_FIND_RQ]
+        no_cache = search(replicas[1], **{"Cache-Control": "no-cache"})
+        finds_after_no_cache = proxy.commands[C_FIND_RQ]
         purge = httpx.delete(f"{replicas[1].url}/cache/studies/{study.study_uid}", timeout=30)
         third = search(replicas[0])
 
-        assert first == second == third == [study.study_uid]
+        assert first == second == no_cache == third == [study.study_uid]
         assert finds >= 1
         assert finds_after_second == finds  # the other replica answered from Redis
+        assert finds_after_no_cache > finds_after_second  # "no-cache": asked the PACS
         assert purge.status_code == 200
-        assert proxy.commands[C_FIND_RQ] > finds  # a purge makes every replica ask again
+        assert proxy.commands[C_FIND_RQ] > finds_after_no_cache  # a purge: everyone asks again

@@ -117,7 +117,10 @@ class SharedQidoService(QidoService):
         self._link = link
         self._ttl_ms = max(1000, int(ttl * 1000))
 
-    async def search(self, pacs: PacsClient, query: QidoQuery, *, base_url: str) -> QidoResult:
+    async def search(self, pacs: PacsClient, query: QidoQuery, *, base_url: str,
+                     fresh: bool = False) -> QidoResult:
+        """A cached answer unless ``fresh`` (``Cache-Control: no-cache``, PS3.18: "search
+        results returned should be current and not cached"); a fresh answer is cached."""
         generation_key = qido_generation_key(pacs.name)
         generation = await self._link.call(lambda: self._link.aio.get(generation_key),
                                            "QIDO cache")
@@ -125,7 +128,8 @@ class SharedQidoService(QidoService):
         # Answers name the base URL the client used (RetrieveURL); replicas behind
         # different addresses share them with a placeholder in its place.
         base = base_url.encode()
-        cached = await self._link.call(lambda: self._link.aio.get(key), "QIDO cache")
+        cached = None if fresh else await self._link.call(lambda: self._link.aio.get(key),
+                                                          "QIDO cache")
         if isinstance(cached, bytes):
             stored = orjson.loads(cached.replace(_BASE_URL, base))
             return QidoResult(items=stored["items"], warnings=stored["warnings"])

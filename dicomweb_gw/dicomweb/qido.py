@@ -51,8 +51,10 @@ class QidoService:
         self._hierarchical: set[tuple[str, QueryLevel]] = set()
 
     async def search(
-        self, pacs: PacsClient, query: QidoQuery, *, base_url: str
+        self, pacs: PacsClient, query: QidoQuery, *, base_url: str, fresh: bool = False
     ) -> QidoResult:
+        """Search ``pacs``. ``fresh`` (the client sent ``Cache-Control: no-cache``) is
+        for services that cache answers; this one always asks the PACS."""
         warnings: list[str] = []
         limit = self._max_results if query.limit is None else min(query.limit, self._max_results)
         if query.limit is not None and query.limit > self._max_results:

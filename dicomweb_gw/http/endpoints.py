@@ -89,8 +89,9 @@ class DicomWebApi:
             if param in request.path_params:
                 pinned[tag] = require_uid(request.path_params[param], keyword)
         query = parse_query(level, request.query_params.multi_items(), pinned)
+        no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
         result = await self._qido.search(self.pacs, query,
-                                         base_url=base_url(request, self.prefix))
+                                         base_url=base_url(request, self.prefix), fresh=no_cache)
         return Response(dumps(result.items), media_type="application/dicom+json",
                         headers=_warning_header(result.warnings))
 
