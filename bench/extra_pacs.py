@@ -35,8 +35,8 @@ from pacs_fixtures import (
     _start,
     _stop,
     _wait_for_dicom,
-    _wait_until,
     free_port,
+    wait_for_orthanc,
 )
 
 #: dcmqrscp's compiled-in ceiling (DB_UpperMaxStudies in DCMTK's dcmqrdb).
@@ -118,15 +118,7 @@ def orthanc(workdir: Path, *, gateway_port: int) -> Iterator[RunningPacs]:
                        log_path=log_path)
     process = _start([binary, str(config)], log_path, workdir)
     try:
-        def http_ready() -> bool:
-            try:
-                return httpx.get(f"{http_url}/system", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_until(http_ready, name=pacs.name, what=f"HTTP answer from {http_url}/system",
-                    process=process, log_path=log_path)
-        _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, log_path)
+        wait_for_orthanc(pacs, process)
         yield pacs
     finally:
         _stop(process)

@@ -429,6 +429,21 @@ def running_dcmqrscp(workdir: Path, instances: Sequence[InstanceInfo],
         _stop(process)
 
 
+def wait_for_orthanc(pacs: RunningPacs, process: subprocess.Popen[bytes]) -> None:
+    """Until Orthanc answers over HTTP and DICOM (or exits: then a startup error)."""
+    http_url = pacs.http_url
+
+    def http_ready() -> bool:
+        try:
+            return httpx.get(f"{http_url}/system", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait_until(http_ready, name=pacs.name, what=f"HTTP answer from {http_url}/system",
+                process=process, log_path=pacs.log_path)
+    _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, pacs.log_path)
+
+
 @pytest.fixture(scope="session")
 def orthanc_pacs(
     tmp_path_factory: pytest.TempPathFactory, corpus: Corpus, gateway_store_port: int
@@ -470,17 +485,7 @@ def orthanc_pacs(
     )
     process = _start(command, log_path, workdir)
     try:
-        def http_ready() -> bool:
-            try:
-                return httpx.get(f"{http_url}/system", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_until(
-            http_ready, name=pacs.name, what=f"HTTP answer from {http_url}/system",
-            process=process, log_path=log_path,
-        )
-        _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, log_path)
+        wait_for_orthanc(pacs, process)
         _load_into_orthanc(pacs, corpus.instances)
         count = httpx.get(f"{http_url}/statistics", timeout=10.0).json()["CountInstances"]
         if count != len(corpus.instances):
