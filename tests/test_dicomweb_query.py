@@ -344,3 +344,43 @@ def test_non_ascii_values_only_where_the_vr_allows_them(key: str, value: str) ->
             parse_query(QueryLevel.STUDY, [(key, value)], {})
     else:  # SH may use the Specific Character Set
         assert parse_query(QueryLevel.STUDY, [(key, value)], {}).match
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("Rows", "512", "512"),  # US
+    ("Rows", "+0007", "7"),
+    ("0020000E", "", ""),
+    ("SliceThickness", "2.5", "2.5"),  # DS: text, passed as given
+    ("300A0782", "65535", "65535"),  # US, schemathesis' pick
+])
+def test_numeric_values_are_checked_and_normalised(key: str, value: str, expected: str) -> None:
+    query = parse_query(QueryLevel.IMAGE, [(key, value)], {})
+    assert list(query.match.values()) == [expected]
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("Rows", "abc"), ("Rows", "-1"), ("Rows", "70000"), ("Rows", "5*"),
+    ("300A0782", "x"), ("00189087", "nan"), ("00189219", "1.5"),  # FD, SS
+    ("PixelData", "00"),  # OB/OW
+])
+def test_values_a_binary_vr_cannot_hold_are_400(key: str, value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_query(QueryLevel.IMAGE, [(key, value)], {})
+
+
+@pytest.mark.parametrize("params", [
+    [("Rows", "512")], [("00189087", "1.5")], [("300A0782", "3")], [("00091001", "private")],
+    [("includefield", "300A0782,00189087,Rows")],
+    [("includefield", "SmallestImagePixelValue,PixelData")],  # "US or SS", "OB or OW"
+    [("SmallestImagePixelValue", "0")],
+])
+def test_every_accepted_query_encodes_for_the_pacs(params: list[tuple[str, str]]) -> None:
+    """A query parse_query accepts must become a C-FIND identifier pynetdicom can encode
+    (schemathesis found a US key sent as text: 'Failed to encode the supplied Dataset')."""
+    from pynetdicom.dsutils import encode
+
+    from dicomweb_gw.dicomweb.qido import QidoService
+
+    identifier = QidoService(max_results=10)._identifier(
+        parse_query(QueryLevel.IMAGE, params, {}))
+    assert encode(identifier, True, True) is not None

@@ -50,7 +50,7 @@ def check(dataset: Dataset, tag: int, wanted: str) -> str:
         # being looser than the PACS never drops a result it matched.
         pattern = _pattern(wanted, ignore_case=True)
         return _verdict(any(pattern.match(value) for value in values))
-    if vr in ("IS", "DS", "US", "UL", "SS", "SL", "FL", "FD"):
+    if vr in ("IS", "DS", "US", "UL", "UV", "SS", "SL", "SV", "FL", "FD"):
         return _verdict(any(_same_number(value, wanted) for value in values))
     pattern = _pattern(wanted, ignore_case=False)
     return _verdict(any(pattern.match(value) for value in values))

@@ -13,13 +13,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from dicomweb_gw.dicomweb import attributes as attrs
 from dicomweb_gw.dicomweb.dicomjson import to_dicom_json
 from dicomweb_gw.dicomweb.matching import Verdict, check
-from dicomweb_gw.dicomweb.query import QidoQuery
+from dicomweb_gw.dicomweb.query import FLOAT_VRS, INTEGER_RANGES, QidoQuery, vr_of
 from dicomweb_gw.errors import PacsFailure
 from dicomweb_gw.model import QueryLevel
 from dicomweb_gw.pacs.protocol import PacsClient
@@ -30,6 +29,7 @@ __all__ = ["QidoResult", "QidoService"]
 _CANDIDATE_FACTOR = 4
 #: C-FINDs at once while deriving attributes (a PACS node allows 4 associations by default).
 _DERIVE_CONCURRENCY = 4
+_BINARY_NUMBERS = frozenset(INTEGER_RANGES) | FLOAT_VRS
 #: Extra attributes for ``includefield=all`` beyond the required ones.
 _ALL_EXTRA = {
     QueryLevel.STUDY: (0x00081030, 0x00080020, 0x00100010, 0x00101010, 0x00080080, 0x00321060),
@@ -234,14 +234,19 @@ class _Deriver:
 
 
 def _set(dataset: Dataset, tag: int, value: str | None) -> None:
-    try:
-        vr = str(dictionary_VR(tag))
-    except KeyError:
-        vr = "UN"
+    vr = vr_of(tag)
     if vr == "SQ":
         dataset.add_new(tag, vr, [])
-    elif value is None or vr in ("US", "UL", "SS", "SL", "FL", "FD"):
-        dataset.add_new(tag, vr, None if value in (None, "") else value)
+    elif value in (None, ""):
+        # Universal matching; binary VRs are encoded empty from None, not "".
+        dataset.add_new(tag, vr, None if vr in _BINARY_NUMBERS else value)
+    elif vr in INTEGER_RANGES:
+        dataset.add_new(tag, vr, int(value))  # checked by parse_query
+    elif vr in FLOAT_VRS:
+        dataset.add_new(tag, vr, float(value))
+    elif vr == "UN":  # a private attribute: its value goes as bytes, of even length
+        raw = value.encode()
+        dataset.add_new(tag, vr, raw + b" " * (len(raw) % 2))
     else:
         dataset.add_new(tag, vr, value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,12 @@ _IGNORED = {"accept", "charset"}
 #: VRs limited to the default character repertoire (PS3.5 6.2); the others may use
 #: the Specific Character Set (ISO_IR 192 in our C-FIND requests).
 _ASCII_ONLY = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+#: Binary integer VRs and the values they hold.
+INTEGER_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1),
+                  "SL": (-(2**31), 2**31 - 1), "UV": (0, 2**64 - 1), "SV": (-(2**63), 2**63 - 1)}
+FLOAT_VRS = frozenset({"FL", "FD"})
+#: Byte streams: nothing a query string can match.
+_BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _DATETIME = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
@@ -110,9 +117,11 @@ def _boolean(name: str, value: str) -> bool:
     raise BadRequest(f"'{name}' must be 'true' or 'false', not '{value}'")
 
 
-def _vr(tag: int) -> str:
+def vr_of(tag: int) -> str:
+    """The VR a query uses for ``tag``: UN for unknown (private) tags, and the first of
+    an ambiguous one ("US or SS" -> US), which an identifier cannot be encoded with."""
     try:
-        return str(dictionary_VR(tag))
+        return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
         return "UN"
 
@@ -121,7 +130,7 @@ def _matching_value(tag: int, name: str, value: str) -> str:
     """Check a matching value against its VR and convert it to DICOM's form."""
     if value == "":
         return ""  # universal matching: just asks for the attribute to be returned
-    vr = _vr(tag)
+    vr = vr_of(tag)
     label = keyword_for_tag(tag) or name
     if vr == "UI":
         uids = [part.strip() for part in re.split(r"[,\\]", value)]
@@ -131,6 +140,23 @@ def _matching_value(tag: int, name: str, value: str) -> str:
         return value
     if vr == "SQ":
         raise BadRequest(f"query key '{name}': matching on a sequence is not supported")
+    if vr in _BYTES:
+        raise BadRequest(f"query key '{name}': matching on binary data (VR {vr}) is not "
+                         "supported")
+    if vr in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[vr]
+        if not re.fullmatch(r"[+-]?\d{1,20}", value) or not low <= int(value) <= high:
+            raise BadRequest(f"{label} '{value}' is not a whole number from {low} to {high} "
+                             f"(VR {vr})")
+        return str(int(value))
+    if vr in FLOAT_VRS:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise BadRequest(f"{label} '{value}' is not a number (VR {vr})")
+        return value
     if vr in _ASCII_ONLY and not value.isascii():
         # These VRs use the default repertoire only: such a value cannot be sent
         # to the PACS (and could never match), whatever the character set.
