@@ -104,10 +104,7 @@ class ClusterFlights:
             while True:
                 lease = await self._acquire(pacs, keys)
                 if lease is None:
-                    self.roles.alone += 1
-                    async for item in _skipping(produce(keys), streamed):
-                        yield item
-                    return
+                    break  # no Redis: retrieve alone
                 key, token, mine = lease
                 if mine:
                     if taking_over:
@@ -131,10 +128,10 @@ class ClusterFlights:
                 except _CannotFollow as exc:
                     log.warning("cannot follow the retrieve of %s from '%s' (%s); "
                                 "retrieving it here", keys.describe(), pacs, exc)
-                    self.roles.alone += 1
-                    async for item in _skipping(produce(keys), streamed):
-                        yield item
-                    return
+                    break
+            self.roles.alone += 1
+            async for item in _skipping(produce(keys), streamed):
+                yield item
 
         return coordinated
 

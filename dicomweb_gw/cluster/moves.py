@@ -24,6 +24,7 @@ from dicomweb_gw.cache.protocol import CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.cluster.link import KEY_PREFIX, RedisLink, stream_entries, text
 from dicomweb_gw.codecs.part10 import instance_from_file
 from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.pacs.sink import STORE_REFUSED, STORE_SUCCESS
 
 __all__ = ["MoveRouting"]
 
@@ -35,9 +36,6 @@ _REGISTRATION_SECONDS = 3600
 _STREAM_SECONDS = 600
 _READ_BLOCK_MS = 1000
 
-STORE_SUCCESS = 0x0000
-#: "Out of resources": the PACS may retry the sub-operation later.
-STORE_OUT_OF_RESOURCES = 0xA700
 
 
 class MoveRouting:
@@ -126,7 +124,7 @@ class MoveRouting:
         except (CacheFull, InvalidInstance) as exc:
             log.warning("cannot keep %s for another replica's C-MOVE: %s",
                         instance.sop_instance_uid, exc)
-            return STORE_OUT_OF_RESOURCES
+            return STORE_REFUSED
 
         def announce() -> bool:
             stream = _inbox(replica)
@@ -137,7 +135,7 @@ class MoveRouting:
             return True
 
         if self._link.call_sync(announce, "move routing") is None:
-            return STORE_OUT_OF_RESOURCES
+            return STORE_REFUSED
         self.forwarded += 1
         return STORE_SUCCESS
 

@@ -17,7 +17,8 @@ from dicomweb_gw.pacs.bridge import Cancelled, Channel
 __all__ = ["InstanceSink", "instance_from_store_event"]
 
 STORE_SUCCESS = 0x0000
-#: Refuse further sub-operations: the request they were for is gone.
+#: Refused: Out of Resources. The sub-operation was not taken (the request it was
+#: for is gone, or it could not be kept); the PACS may try it again later.
 STORE_REFUSED = 0xA700
 
 
