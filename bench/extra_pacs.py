@@ -33,9 +33,9 @@ from pacs_fixtures import (
     _render,
     _require_binary,
     _start,
-    _stop,
     _wait_for_dicom,
     free_port,
+    stop_process,
     wait_for_orthanc,
 )
 
@@ -92,7 +92,7 @@ def dcmqrscp(workdir: Path, *, destinations: Mapping[str, int],
         _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, log_path)
         yield pacs
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @contextmanager
@@ -121,7 +121,7 @@ def orthanc(workdir: Path, *, gateway_port: int) -> Iterator[RunningPacs]:
         wait_for_orthanc(pacs, process)
         yield pacs
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def add_orthanc_destination(pacs: RunningPacs, ae_title: str, port: int) -> None:
@@ -154,4 +154,4 @@ def storescp(folder: Path, ae_title: str) -> Iterator[int]:
         _wait_for_dicom("storescp", LOOPBACK, port, ae_title, process, log_path)
         yield port
     finally:
-        _stop(process)
+        stop_process(process)

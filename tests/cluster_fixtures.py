@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from pacs_fixtures import GATEWAY_AE_TITLE, free_port
+from pacs_fixtures import GATEWAY_AE_TITLE, free_port, wait_until
 
 __all__ = ["RedisServer", "Replica", "running_replicas"]
 
@@ -46,22 +45,25 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        log = (self._workdir / "redis.log").open("ab")
-        self._process = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._workdir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        log_path = self._workdir / "redis.log"
+        with log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self._workdir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
-        while True:
+
+        def answers() -> bool:
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.ConnectionError:
-                if time.monotonic() > deadline or self._process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
+                return False
+
+        try:
+            wait_until(answers, name="redis-server", what=f"PING on port {self.port}",
+                       process=self._process, log_path=log_path, timeout=10)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -148,13 +150,11 @@ def running_replicas(count: int, tmp: Path, env: Mapping[str, str]) -> Iterator[
 
 
 def _wait_healthy(replica: Replica) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while True:
-        if replica.process.poll() is not None:
-            raise RuntimeError(f"{replica.name} exited at start:\n{replica.log()[-3000:]}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{replica.url}/healthz", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{replica.name} not healthy in time:\n{replica.log()[-3000:]}")
-        time.sleep(0.1)
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{replica.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, name=replica.name, what="200 from /healthz", process=replica.process,
+               log_path=replica.log_path, timeout=_START_TIMEOUT)

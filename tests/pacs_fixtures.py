@@ -195,7 +195,7 @@ def _start(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[by
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     """terminate, wait, kill: the whole process group this fixture created."""
     if process.poll() is not None:
         return
@@ -220,7 +220,7 @@ def _startup_error(
     )
 
 
-def _wait_until(
+def wait_until(
     ready: Callable[[], bool],
     *,
     name: str,
@@ -277,7 +277,7 @@ def _wait_for_dicom(
     # A real C-ECHO, not a bare TCP connect: that would make dcmqrscp log an
     # "Association Reject Failed" error for each probe.
     with _quiet_pynetdicom():
-        _wait_until(
+        wait_until(
             lambda: c_echo(host, port, ae_title, timeout=2.0) == 0x0000,
             name=name, what=f"successful C-ECHO to {ae_title}@{host}:{port}",
             process=process, log_path=log_path,
@@ -426,7 +426,7 @@ def running_dcmqrscp(workdir: Path, instances: Sequence[InstanceInfo],
             )
         yield pacs
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def wait_for_orthanc(pacs: RunningPacs, process: subprocess.Popen[bytes]) -> None:
@@ -439,7 +439,7 @@ def wait_for_orthanc(pacs: RunningPacs, process: subprocess.Popen[bytes]) -> Non
         except httpx.HTTPError:
             return False
 
-    _wait_until(http_ready, name=pacs.name, what=f"HTTP answer from {http_url}/system",
+    wait_until(http_ready, name=pacs.name, what=f"HTTP answer from {http_url}/system",
                 process=process, log_path=pacs.log_path)
     _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, pacs.log_path)
 
@@ -495,7 +495,7 @@ def orthanc_pacs(
             )
         yield pacs
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 _PACS_FIXTURES = frozenset({"dcmqrscp_pacs", "orthanc_pacs"})

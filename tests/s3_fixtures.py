@@ -11,12 +11,8 @@ Credentials are dummies given to obstore through its config, not through
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +24,7 @@ import httpx
 import pytest
 
 from dicomweb_gw.cache.blobs_s3 import S3BlobStore
-from pacs_fixtures import LOOPBACK, free_port
+from pacs_fixtures import LOOPBACK, free_port, stop_process, wait_until
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig, S3Config
@@ -80,16 +76,6 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace)
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = free_port()
@@ -101,14 +87,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # its own group: _stop reaches any child it forks
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _answers(endpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto server did not start on {endpoint}:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.1)
+        wait_until(lambda: _answers(endpoint), name="moto server",
+                   what=f"S3 answer from {endpoint}", process=process, log_path=log_path,
+                   timeout=STARTUP_TIMEOUT)
         # moto checks no signature: a plain PUT creates the bucket.
         httpx.put(f"{endpoint}/{BUCKET}", timeout=10).raise_for_status()
         yield S3Server(endpoint, BUCKET, log_path)
     finally:
-        _stop(process)
+        stop_process(process)
