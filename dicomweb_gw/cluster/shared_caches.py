@@ -49,7 +49,7 @@ class MetadataSharingStore:
         if local is not None:
             return local
         value = self._link.call_sync(
-            lambda: self._link.sync.get(self._key(study_uid, series_uid)), "metadata cache")
+            lambda: self._link.sync.hget(self._key(study_uid), series_uid), "metadata cache")
         if not isinstance(value, bytes) or len(value) < _STAMP.size:
             return None
         (stored,) = _STAMP.unpack_from(value)
@@ -61,26 +61,35 @@ class MetadataSharingStore:
 
     def put_metadata(self, study_uid: str, series_uid: str, data: bytes) -> None:
         self._store.put_metadata(study_uid, series_uid, data)
-        self._link.call_sync(
-            lambda: self._link.sync.set(self._key(study_uid, series_uid),
-                                        _STAMP.pack(time.time()) + data, px=self._ttl_ms),
-            "metadata cache")
+
+        def share() -> None:
+            key = self._key(study_uid)
+            with self._link.sync.pipeline(transaction=False) as pipe:
+                pipe.hset(key, series_uid, _STAMP.pack(time.time()) + data)
+                pipe.pexpire(key, self._ttl_ms)  # the study's: each entry has its own stamp
+                pipe.execute()
+
+        self._link.call_sync(share, "metadata cache")
 
     def purge(self, study_uid: str, series_uid: str | None = None) -> int:
         count = self._store.purge(study_uid, series_uid)
 
         def forget() -> None:
-            pattern = self._key(study_uid, series_uid or "*")
-            keys = list(self._link.sync.scan_iter(match=pattern, count=500))
-            if keys:
-                self._link.sync.delete(*keys)
-            self._link.sync.incr(qido_generation_key(self._node))
+            with self._link.sync.pipeline(transaction=False) as pipe:
+                if series_uid is None:
+                    pipe.delete(self._key(study_uid))
+                else:
+                    pipe.hdel(self._key(study_uid), series_uid)
+                pipe.incr(qido_generation_key(self._node))
+                pipe.execute()
 
         self._link.call_sync(forget, "metadata cache purge")
         return count
 
-    def _key(self, study_uid: str, series_uid: str) -> str:
-        return f"{KEY_PREFIX}metadata:{self._node}:{study_uid}:{series_uid}"
+    def _key(self, study_uid: str) -> str:
+        # One hash per study, a field per series: a purge (every STOW) deletes one key
+        # instead of scanning the keyspace for the study's series.
+        return f"{KEY_PREFIX}metadata:{self._node}:{study_uid}"
 
     # -- the rest is the wrapped store's ------------------------------------
     def put(self, instance: RetrievedInstance) -> CachedInstance:
