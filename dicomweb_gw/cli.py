@@ -17,7 +17,13 @@ from pathlib import Path
 from dicomweb_gw import __version__
 from dicomweb_gw.errors import PacsError
 from dicomweb_gw.logs import configure_logging
-from dicomweb_gw.settings import PacsNode, Settings, SettingsError, load_settings
+from dicomweb_gw.settings import (
+    PacsNode,
+    Settings,
+    SettingsError,
+    load_settings,
+    log_format_from,
+)
 
 __all__ = ["main"]
 
@@ -27,11 +33,11 @@ log = logging.getLogger("dicomweb_gw")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    json_lines = os.environ.get("DICOMWEB_GW_LOG_FORMAT", "text").strip().lower() == "json"
     # The admin commands print their own results: INFO lines would only bury them.
     quiet = args.quiet or getattr(args, "admin", False)
-    configure_logging(json_lines=json_lines, level=logging.WARNING if quiet else logging.INFO)
     try:
+        configure_logging(json_lines=log_format_from(os.environ) == "json",
+                          level=logging.WARNING if quiet else logging.INFO)
         result: int = args.run(args)
         return result
     except SettingsError as exc:

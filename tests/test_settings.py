@@ -396,3 +396,62 @@ def test_default_pacs_must_name_a_configured_node(tmp_path: Path) -> None:
     text = 'default_pacs = "mian"\n' + node_toml()
     with pytest.raises(SettingsError, match="default_pacs"):
         load_settings(environ={}, config_file=write(tmp_path, text))
+
+
+# -- one registry: every setting from both sources, messages that say where and what ----
+
+
+def test_store_host_from_the_environment_as_well_as_the_file(tmp_path: Path) -> None:
+    assert load_settings(environ={"DICOMWEB_GW_STORE_HOST": "127.0.0.1"}).store_host == (
+        "127.0.0.1")
+    text = 'store_host = "10.1.2.3"\n' + node_toml()
+    settings = load_settings(environ={"DICOMWEB_GW_STORE_HOST": "127.0.0.1"},
+                             config_file=write(tmp_path, text))
+    assert settings.store_host == "127.0.0.1"  # the environment wins, as everywhere
+
+
+def test_a_port_that_is_no_number_is_told_the_accepted_range() -> None:
+    with pytest.raises(SettingsError, match="between 1 and 65535"):
+        load_settings(environ={"DICOMWEB_GW_STORE_PORT": "abc"})
+
+
+def test_toml_error_names_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "cache_ttl = 0\n" + node_toml())
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={}, config_file=path)
+    assert str(caught.value).startswith("cache_ttl=0 ")
+    assert f"config file {path}" in str(caught.value)
+
+
+def test_environment_error_names_the_setting() -> None:
+    with pytest.raises(SettingsError, match=r"DICOMWEB_GW_RETRIEVE='x' \(environment, setting "
+                                            r"retrieve of the default PACS node\)"):
+        load_settings(environ={"DICOMWEB_GW_RETRIEVE": "x"})
+
+
+def test_misspelt_top_level_key_gets_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "store_prot = 11113\n" + node_toml())
+    with pytest.raises(SettingsError, match=r"store_prot \(did you mean store_port\?\)"):
+        load_settings(environ={}, config_file=path)
+
+
+def test_unknown_node_key_lists_the_accepted_ones(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="accepted: host, port, ae_title, retrieve"):
+        load_settings(environ={}, config_file=write(tmp_path, node_toml(calling_ae='"X"')))
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0", 0.0), ("0.0", 0.0), ("2.5", 2.5)])
+def test_qido_cache_ttl_zero_turns_it_off(text: str, expected: float) -> None:
+    assert load_settings(environ={"DICOMWEB_GW_QIDO_CACHE_TTL": text}).qido_cache_ttl == expected
+
+
+@pytest.mark.parametrize("text", ["-1", "soon", "nan"])
+def test_invalid_qido_cache_ttl(text: str) -> None:
+    with pytest.raises(SettingsError, match="DICOMWEB_GW_QIDO_CACHE_TTL"):
+        load_settings(environ={"DICOMWEB_GW_QIDO_CACHE_TTL": text})
+
+
+def test_cors_origins_in_the_file_as_a_list(tmp_path: Path) -> None:
+    text = 'cors_origins = ["https://a.example.org/", "https://b.example.org"]\n' + node_toml()
+    settings = load_settings(environ={}, config_file=write(tmp_path, text))
+    assert settings.cors_origins == ("https://a.example.org", "https://b.example.org")

@@ -1,0 +1,106 @@
+"""What the settings are: the frozen ``Settings`` and ``PacsNode`` the gateway runs on.
+
+The defaults here are the code's; ``registry.py`` documents each one, and
+tests/test_settings_registry.py checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["LogFormat", "PacsNode", "QueryModel", "RetrieveMethod", "Settings",
+           "SettingsError"]
+
+RetrieveMethod = Literal["c-get", "c-move"]
+QueryModel = Literal["auto", "study", "patient"]
+LogFormat = Literal["text", "json"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class PacsNode:
+    """One PACS the gateway fronts."""
+
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    retrieve: RetrieveMethod = "c-move"
+    #: Associations the gateway opens to this PACS at once (many PACS allow 2 to 4).
+    max_associations: int = 4
+    #: Seconds to wait for a connection, an association or a DIMSE response.
+    timeout: float = 30.0
+    #: Q/R information model: "auto" (Study Root if accepted, else Patient Root),
+    #: or "study"/"patient" for a PACS that accepts a model it then mishandles.
+    query_model: QueryModel = "auto"
+    #: False for a PACS whose C-MOVE sub-operations omit the Move Originator
+    #: Message ID: instances are then routed by UID, so moves to it run one at a time.
+    move_originator: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    nodes: tuple[PacsNode, ...]
+    default_pacs: str
+    #: Our own AE title: the calling AE and the C-MOVE destination.
+    ae_title: str = "DICOMWEB_GW"
+    #: Port of the storage SCP that receives C-MOVE sub-operations.
+    store_port: int = 11113
+    store_host: str = "0.0.0.0"
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dicomweb-gw")
+    cache_max_bytes: int = 10 * 1000**3
+    #: Seconds a cached series counts as complete. Instances never change, but a
+    #: PACS can receive more of them: after this, a series is asked for again.
+    cache_ttl: float = 300.0
+    #: Largest STOW-RS request body (413 beyond); uploads are spooled to disk, not memory.
+    upload_max_bytes: int = 2 * 1000**3
+    #: Origins allowed to call the gateway from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    #: Upper bound on QIDO results per request (the client's limit is capped to it).
+    qido_max_results: int = 1000
+    #: API keys (bearer or X-API-Key); each grants read and write.
+    api_keys: tuple[str, ...] = ()
+    #: OIDC: tokens must come from this issuer, for this audience, signed by a JWKS key.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_read_scope: str = "dicomweb.read"
+    oidc_write_scope: str = "dicomweb.write"
+    #: Path prefixes served without authentication (probes, metrics, the API description).
+    auth_open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+    #: Several replicas: Redis for cluster-wide single flight, C-MOVE routing and
+    #: shared metadata/QIDO caches. None: one process on its own (the default).
+    redis_url: str | None = None
+    #: Instances shared by every replica: ``file:///mnt/shared`` (a ReadWriteMany
+    #: volume) or ``s3://bucket/prefix``. None: each replica's local cache only.
+    shared_store: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    #: Seconds a replica's claim on a retrieve lasts without renewal (a dead
+    #: replica's retrieve is taken over after this).
+    lease_seconds: float = 10.0
+    #: Seconds QIDO answers stay in the shared cache (with Redis only; 0: never cached).
+    qido_cache_ttl: float = 15.0
+    #: Where audit events go: "off", "stdout", "stderr" or a file path (appended to).
+    audit_log: str = "off"
+    #: Let patient names, IDs and QIDO query strings into the debug log (not the audit log).
+    log_patient_data: bool = False
+    #: The debug log's lines: plain text, or one JSON object each (for log collectors).
+    #: The CLI reads it before any config file (``log_format_from``), so env only.
+    log_format: LogFormat = "text"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys) or self.oidc_issuer is not None
+
+    def node(self, name: str | None = None) -> PacsNode:
+        wanted = self.default_pacs if name is None else name
+        for node in self.nodes:
+            if node.name == wanted:
+                return node
+        raise KeyError(wanted)
