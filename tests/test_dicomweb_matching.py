@@ -277,3 +277,18 @@ def test_private_attribute_uses_the_element_vr() -> None:
     ds.add_new(0x00091010, "LO", "Private Value")
     assert check(ds, 0x00091010, "Private*") == MATCH
     assert check(ds, 0x00091010, "private*") == NO_MATCH
+
+
+@pytest.mark.parametrize(("raw", "wanted", "verdict"), [
+    (b"GE_GENESIS_FF\x00", "GE_GENESIS_FF", MATCH),  # Orthanc's UN answer, NUL-padded
+    (b"GE_GENESIS_FF\x00", "GE_*", MATCH),
+    (b"GE_GENESIS_FF\x00", "GE_OTHER", NO_MATCH),
+    (b"A\\B ", "B", MATCH),
+    (b"", "x", NO_MATCH),
+])
+def test_a_private_element_returned_as_un_is_matched_on_its_text(
+    raw: bytes, wanted: str, verdict: str
+) -> None:
+    ds = Dataset()
+    ds.add_new(0x00091001, "UN", raw)
+    assert check(ds, 0x00091001, wanted) == verdict

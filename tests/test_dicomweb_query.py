@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from io import BytesIO
 
-from dicomweb_gw.dicomweb.query import QidoQuery, parse_query, resolve_attribute
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomweb_gw.dicomweb.attributes import (
+    is_private_creator,
+    private_creator,
+    required_attributes,
+)
+from dicomweb_gw.dicomweb.query import QidoQuery, parse_query, resolve_attribute, vr_of
 from dicomweb_gw.errors import BadRequest
 from dicomweb_gw.model import QueryLevel
 
@@ -384,3 +392,105 @@ def test_every_accepted_query_encodes_for_the_pacs(params: list[tuple[str, str]]
     identifier = QidoService(max_results=10)._identifier(
         parse_query(QueryLevel.IMAGE, params, {}))
     assert encode(identifier, True, True) is not None
+
+
+# -- private attributes (#14) --------------------------------------------------
+
+
+def _identifier(level: QueryLevel, params: list[tuple[str, str]],
+                pinned: dict[int, str] | None = None) -> Dataset:
+    from dicomweb_gw.dicomweb.qido import QidoService
+
+    return QidoService(max_results=10)._identifier(parse_query(level, params, pinned or {}))
+
+
+def _explicit_vr_on_the_wire(identifier: Dataset) -> dict[int, tuple[str, object]]:
+    """tag -> (VR, value) as a PACS using Explicit VR Little Endian reads them: raw, before
+    pydicom would quietly turn a UN creator into LO."""
+    from pydicom.filereader import data_element_generator
+    from pynetdicom.dsutils import encode
+
+    encoded = encode(identifier, False, True)
+    assert encoded is not None
+    raw = data_element_generator(BytesIO(encoded), False, True)
+    return {int(element.tag): (str(element.VR), element.value) for element in raw}
+
+
+@pytest.mark.parametrize("tag", [0x00090010, 0x001900FF, 0x7FE10010])
+def test_private_creator_keys_are_lo(tag: int) -> None:
+    assert vr_of(tag) == "LO"
+
+
+@pytest.mark.parametrize("tag", [0x00091001, 0x00090001, 0x00100010])
+def test_other_tags_are_not_private_creators(tag: int) -> None:
+    assert not is_private_creator(tag)
+
+
+def test_private_creator_matching_key_goes_to_the_pacs_as_lo() -> None:
+    identifier = _identifier(QueryLevel.STUDY, [("00090010", "ACME 1.1")])
+    assert _explicit_vr_on_the_wire(identifier)[0x00090010] == ("LO", b"ACME 1.1")
+
+
+@pytest.mark.parametrize(("tag", "creator"), [
+    (0x00091001, 0x00090010), (0x001910FF, 0x00190010), (0x0029FF01, 0x002900FF),
+    (0x00090010, None), (0x00100010, None), (0x00090001, None), (0x0009000F, None),
+])
+def test_the_creator_of_a_private_element(tag: int, creator: int | None) -> None:
+    assert private_creator(tag) == creator
+
+
+@pytest.mark.parametrize("params", [[("includefield", "00091001")], [("00091001", "GE*")]])
+def test_a_private_element_is_asked_for_with_its_creator(
+    params: list[tuple[str, str]]
+) -> None:
+    sent = _explicit_vr_on_the_wire(_identifier(QueryLevel.IMAGE, params))
+    assert sent[0x00090010] == ("LO", b"")  # universal matching: the PACS says which creator
+    assert 0x00091001 in sent
+
+
+def test_a_creator_the_client_matches_on_is_kept() -> None:
+    identifier = _identifier(QueryLevel.IMAGE, [("00090010", "GEMS_IDEN_01"),
+                                                ("includefield", "00091001,00091002")])
+    assert identifier[0x00090010].value == "GEMS_IDEN_01"
+    assert 0x00091002 in identifier
+
+
+# -- the result attributes follow the resource in the URL (#14) -----------------
+
+
+def test_the_scope_is_the_url_path_not_the_query_keys() -> None:
+    by_key = parse(("StudyInstanceUID", "1.2.3"), level=QueryLevel.SERIES)
+    by_path = parse(pinned={STUDY_UID: "1.2.3"}, level=QueryLevel.SERIES)
+    assert by_key.match == by_path.match
+    assert by_key.scope == frozenset()
+    assert by_path.scope == {QueryLevel.STUDY}
+    both = parse(pinned={STUDY_UID: "1.2.3", SERIES_UID: "1.2.4"}, level=QueryLevel.IMAGE)
+    assert both.scope == {QueryLevel.STUDY, QueryLevel.SERIES}
+
+
+@pytest.mark.parametrize(("level", "params", "pinned"), [
+    (QueryLevel.SERIES, [("StudyInstanceUID", "1.2.3")], {}),  # All Series
+    (QueryLevel.SERIES, [], {STUDY_UID: "1.2.3"}),  # Study's Series
+    (QueryLevel.IMAGE, [("StudyInstanceUID", "1.2.3"), ("SeriesInstanceUID", "1.2.4")], {}),
+    (QueryLevel.IMAGE, [], {STUDY_UID: "1.2.3", SERIES_UID: "1.2.4"}),
+])
+def test_the_pacs_is_asked_for_the_parent_attributes(
+    level: QueryLevel, params: list[tuple[str, str]], pinned: dict[int, str]
+) -> None:
+    identifier = _identifier(level, params, pinned)
+    for tag in (PATIENT_NAME, PATIENT_ID, STUDY_DATE, 0x00080050, STUDY_UID):
+        assert tag in identifier
+    if level is QueryLevel.IMAGE:
+        assert {0x00080060, 0x00200011, SERIES_UID} <= set(identifier.keys())
+
+
+def test_required_attributes_follow_the_scope() -> None:
+    all_series = set(required_attributes(QueryLevel.SERIES, scope=frozenset()))
+    study_series = set(required_attributes(QueryLevel.SERIES, scope=frozenset({QueryLevel.STUDY})))
+    assert {PATIENT_NAME, STUDY_DATE, STUDY_UID, 0x00080060} <= all_series
+    assert PATIENT_NAME not in study_series
+    assert {STUDY_UID, SERIES_UID, 0x00080060} <= study_series
+    study_instances = set(required_attributes(QueryLevel.IMAGE,
+                                              scope=frozenset({QueryLevel.STUDY})))
+    assert {0x00080060, 0x00200011, STUDY_UID, 0x00080018} <= study_instances
+    assert STUDY_DATE not in study_instances

@@ -156,7 +156,9 @@ def qido_generation_key(node: str) -> str:
 
 
 def _qido_key(node: str, generation: str | None, query: QidoQuery) -> str:
+    # The scope (parent UIDs in the path) decides which parent attributes an answer holds.
     described = repr((query.level.value, sorted(query.match.items()), query.include_all,
-                      query.include, query.limit, query.offset, query.fuzzy))
+                      query.include, query.limit, query.offset, query.fuzzy,
+                      sorted(level.value for level in query.scope)))
     digest = hashlib.sha256(described.encode()).hexdigest()[:32]
     return f"{KEY_PREFIX}qido:{node}:{generation or '0'}:{digest}"

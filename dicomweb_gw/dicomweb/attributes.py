@@ -10,6 +10,9 @@ __all__ = [
     "RETRIEVE_URL",
     "SPECIFIC_CHARACTER_SET",
     "UID_OF_LEVEL",
+    "is_private_creator",
+    "private_creator",
+    "requested_attributes",
     "required_attributes",
 ]
 
@@ -80,20 +83,49 @@ _BY_LEVEL = {QueryLevel.STUDY: _STUDY, QueryLevel.SERIES: _SERIES, QueryLevel.IM
 _ORDER = (QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE)
 
 
-def required_attributes(level: QueryLevel, *, fixed: frozenset[QueryLevel]) -> tuple[int, ...]:
-    """Return keys for a query at ``level``.
+def required_attributes(level: QueryLevel, *, scope: frozenset[QueryLevel]) -> tuple[int, ...]:
+    """The attributes PS3.18 Tables 10.6.3-3/4/5 require in a result at ``level``.
 
-    Levels in ``fixed`` are pinned by the URL (``/studies/{study}/series``): their
-    attributes are known to the client already. Relational queries (``/series``,
-    ``/instances``) also return the attributes of the levels above.
+    ``scope`` holds the levels whose UID the URL path fixes (``/studies/{study}/series``
+    fixes the study). A level above ``level`` that the path does not fix is required
+    too: All Series (``/series``) carries the study attributes, All Instances both the
+    study and the series ones, Study's Instances the series ones. Which query keys
+    the client sent does not matter: ``/series?StudyInstanceUID=X`` is still All Series.
     """
     tags: list[int] = []
-    for upper in _ORDER[: _ORDER.index(level) + 1]:
-        if upper is level or upper not in fixed:
+    for upper in _levels_down_to(level):
+        if upper is level or upper not in scope:
             tags.extend(_BY_LEVEL[upper])
-    for upper in fixed:  # the pinned UIDs are still returned, so the results are self-describing
+    for upper in scope:  # the fixed UIDs are still returned, so the results are self-describing
         tags.append(UID_OF_LEVEL[upper])
     return tuple(dict.fromkeys(tags))
+
+
+def requested_attributes(level: QueryLevel) -> tuple[int, ...]:
+    """The return keys of a C-FIND at ``level``: its own attributes and those of every level
+    above, whatever the scope. Viewers read the parents' attributes from scoped results
+    too (OHIF takes Modality and PatientName from series and instance results); they are
+    returned whenever the PACS supplies them."""
+    tags = [tag for upper in _levels_down_to(level) for tag in _BY_LEVEL[upper]]
+    return tuple(dict.fromkeys(tags))
+
+
+def private_creator(tag: int) -> int | None:
+    """The Private Creator of a private data element (PS3.5 7.8.1): (gggg,xxyy) with xx in
+    10-FF belongs to the block reserved by (gggg,00xx). None for anything else."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group & 1 and group > 0x0008 and element >= 0x1000:
+        return group << 16 | element >> 8
+    return None
+
+
+def is_private_creator(tag: int) -> bool:
+    group, element = tag >> 16, tag & 0xFFFF
+    return bool(group & 1) and group > 0x0008 and 0x0010 <= element <= 0x00FF
+
+
+def _levels_down_to(level: QueryLevel) -> tuple[QueryLevel, ...]:
+    return _ORDER[: _ORDER.index(level) + 1]
 
 
 def parent_level(level: QueryLevel) -> QueryLevel | None:

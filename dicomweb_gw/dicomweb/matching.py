@@ -69,10 +69,22 @@ def _vr(tag: int, element: DataElement) -> str:
 
 def _values(element: DataElement) -> list[str]:
     value = element.value
-    if value is None or value == "":
+    if value is None or value == "" or value == b"":
         return []
+    if isinstance(value, bytes):
+        # A private element whose VR the PACS did not know comes back as UN: its
+        # bytes are the text, padded with a space or NUL, values split by backslashes.
+        text = _decode(value)
+        return [part.strip(" \x00") for part in text.split("\\") if part.strip(" \x00")]
     items = list(value) if element.VM > 1 else [value]
     return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")  # never fails: at worst, a value that does not match
 
 
 @lru_cache(maxsize=256)

@@ -95,9 +95,11 @@ class QidoService:
                 "Additional results can be requested."
             )
         asked = set(query.include) | (attrs.DERIVABLE if query.include_all else set())
+        parents = _Parents(pacs)
         items = []
         for dataset in page:
             await derived.fill(dataset, query.level, asked)
+            await parents.fill(dataset, query)
             items.append(to_dicom_json(dataset, _retrieve_url(dataset, query.level, base_url)))
         return QidoResult(items=items, warnings=warnings)
 
@@ -114,15 +116,11 @@ class QidoService:
         return True
 
     def _identifier(self, query: QidoQuery) -> Dataset:
-        pinned = frozenset(
-            attrs.LEVEL_OF_UID[tag] for tag, value in query.match.items()
-            if tag in attrs.LEVEL_OF_UID and "\\" not in value and value
-            and attrs.LEVEL_OF_UID[tag] is not query.level
-        )
-        tags = list(attrs.required_attributes(query.level, fixed=pinned))
+        tags = list(attrs.requested_attributes(query.level))
         tags.extend(query.include)
         if query.include_all:
-            tags.extend(_ALL_EXTRA[query.level])
+            tags.extend(tag for level in _down_to(query.level) for tag in _ALL_EXTRA[level])
+        tags.extend(_creators_of([*tags, *query.match]))
         identifier = Dataset()
         for tag in dict.fromkeys(tags):
             _set(identifier, tag, None)
@@ -233,6 +231,71 @@ class _Deriver:
         return len([ds async for ds in self._pacs.find(QueryLevel.IMAGE, query)])
 
 
+class _Parents:
+    """The parent attributes an All Series or All Instances result must carry (PS3.18
+    Tables 10.6.3-3/4/5), fetched when the PACS left them out: a strictly hierarchical
+    SCP answers only the keys of the query level. One C-FIND per parent, per request."""
+
+    def __init__(self, pacs: PacsClient) -> None:
+        self._pacs = pacs
+        self._found: dict[tuple[QueryLevel, str], Dataset | None] = {}
+
+    async def fill(self, dataset: Dataset, query: QidoQuery) -> None:
+        # A parent the URL names (/studies/{study}/series) only has its UID required.
+        required = set(attrs.required_attributes(query.level, scope=query.scope))
+        levels = _down_to(query.level)
+        for index, upper in enumerate(levels[1:], start=1):
+            # Timezone Offset and the like belong to several levels: the lower ones decide.
+            below = {tag for lower in levels[:index] for tag in attrs.level_attributes(lower)}
+            own = [tag for tag in attrs.level_attributes(upper)
+                   if tag in required and tag not in below
+                   and tag != attrs.UID_OF_LEVEL[upper] and tag not in attrs.DERIVABLE]
+            if not own or any(tag in dataset for tag in own):
+                continue  # not required, or the PACS does return this level's keys
+            parent = await self._parent(dataset, upper)
+            for element in parent or ():
+                if element.tag not in dataset:
+                    dataset.add(element)
+
+    async def _parent(self, dataset: Dataset, level: QueryLevel) -> Dataset | None:
+        uids = {attrs.UID_OF_LEVEL[upper]: _text(dataset, attrs.UID_OF_LEVEL[upper])
+                for upper in _down_to(level)}
+        if not all(uids.values()):
+            return None
+        key = (level, uids[attrs.UID_OF_LEVEL[level]])
+        if key not in self._found:
+            identifier = Dataset()
+            for tag in attrs.level_attributes(level):
+                _set(identifier, tag, None)
+            for tag, uid in uids.items():
+                _set(identifier, tag, uid)
+            async with aclosing(self._pacs.find(level, identifier)) as results:
+                self._found[key] = await anext(results, None)
+        return self._found[key]
+
+
+def _text(dataset: Dataset, tag: int) -> str:
+    element = dataset.get(tag)
+    return "" if element is None or element.value is None else str(element.value)
+
+
+def _down_to(level: QueryLevel) -> list[QueryLevel]:
+    """``level`` and the levels above it."""
+    levels: list[QueryLevel] = []
+    current: QueryLevel | None = level
+    while current is not None:
+        levels.append(current)
+        current = attrs.parent_level(current)
+    return levels
+
+
+def _creators_of(tags: list[int]) -> list[int]:
+    """The Private Creators of the private elements among ``tags``: without its creator
+    a private element can neither be matched nor interpreted by the client."""
+    creators = (attrs.private_creator(tag) for tag in tags)
+    return [creator for creator in creators if creator is not None]
+
+
 def _set(dataset: Dataset, tag: int, value: str | None) -> None:
     vr = vr_of(tag)
     if vr == "SQ":
@@ -253,11 +316,7 @@ def _set(dataset: Dataset, tag: int, value: str | None) -> None:
 
 def _restrict(identifier: Dataset, level: QueryLevel) -> Dataset:
     """The part of ``identifier`` that belongs to ``level`` and the levels above it."""
-    keep: set[int] = set()
-    current: QueryLevel | None = level
-    while current is not None:
-        keep.update(attrs.level_attributes(current))
-        current = attrs.parent_level(current)
+    keep = {tag for upper in _down_to(level) for tag in attrs.level_attributes(upper)}
     query = Dataset()
     for element in identifier:
         if element.tag in keep or element.tag == attrs.SPECIFIC_CHARACTER_SET:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from dicomweb_gw.dicomweb.attributes import LEVEL_OF_UID, is_private_creator
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.errors import BadRequest
 from dicomweb_gw.model import QueryLevel
@@ -46,6 +47,9 @@ class QidoQuery:
     limit: int | None = None
     offset: int = 0
     fuzzy: bool = False
+    #: Levels whose UID the URL path fixes (``/studies/{study}/series``: the study); they,
+    #: not the query keys, decide which parent attributes a result must carry.
+    scope: frozenset[QueryLevel] = frozenset()
 
 
 def resolve_attribute(name: str) -> int:
@@ -102,7 +106,7 @@ def parse_query(
             match[tag] = _matching_value(tag, name, value)
     return QidoQuery(level=level, match=match, include_all=include_all,
                      include=tuple(dict.fromkeys(include)), limit=limit, offset=offset,
-                     fuzzy=fuzzy)
+                     fuzzy=fuzzy, scope=frozenset(LEVEL_OF_UID[tag] for tag in pinned))
 
 
 def _count(name: str, value: str) -> int:
@@ -118,8 +122,12 @@ def _boolean(name: str, value: str) -> bool:
 
 
 def vr_of(tag: int) -> str:
-    """The VR a query uses for ``tag``: UN for unknown (private) tags, and the first of
-    an ambiguous one ("US or SS" -> US), which an identifier cannot be encoded with."""
+    """The VR a query uses for ``tag``: LO for a Private Creator (PS3.5 7.8.1: a PACS
+    using Explicit VR matches it only as LO), UN for other unknown (private) tags, and
+    the first of an ambiguous one ("US or SS" -> US), which an identifier cannot be
+    encoded with."""
+    if is_private_creator(tag):
+        return "LO"
     try:
         return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
