@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pydicom.filereader
 import pytest
 from pydicom import dcmread
@@ -99,7 +100,7 @@ def test_multiframe_instance(deferred_reads: list[int]) -> None:
     assert result["00280008"] == {"vr": "IS", "Value": [10]}
     assert result["00280010"] == {"vr": "US", "Value": [64]}
     assert result["00180088"]["Value"] == [1.2]  # DS as a number
-    assert result["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
+    assert result["00080005"] == {"vr": "CS", "Value": ["ISO_IR 100"]}  # the file's own
     assert list(result) == sorted(result)
     assert "InlineBinary" not in str(result)
 
@@ -110,16 +111,86 @@ def test_person_name_is_an_object() -> None:
     assert result["00200032"]["Value"] == [-158.135803, -179.035797, -75.699997]
 
 
-def test_character_set_is_decoded_and_restated() -> None:
-    paths = get_charset_files("chrRuss.dcm")
+def charset_sample(name: str) -> Path:
+    paths = get_charset_files(name)
     if not paths:
         pytest.skip("pydicom charset test files are not installed")
-    path = Path(paths[0])
+    return Path(paths[0])
+
+
+# PS3.18 F.2.2 Note 3: Specific Character Set "reflects the character encoding of the
+# source DICOM dataset and does not indicate the character encoding of the JSON
+# representation, which is UTF-8": kept as the source has it, not restated as ISO_IR 192.
+@pytest.mark.parametrize(("name", "charset", "patient"), [
+    # chrRuss mixes Cyrillic with Latin look-alikes ("c", "e", "y", "p"), as the file has it.
+    ("chrRuss.dcm", ["ISO_IR 144"], {"Alphabetic": "\u041b\u044e\u043ace\u043c\u0431yp\u0433"}),
+    ("chrFren.dcm", ["ISO_IR 100"], {"Alphabetic": "Buc^Jérôme"}),
+    ("chrX2.dcm", ["GB18030"], {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小东"}),
+    # An empty first value (the default repertoire) is null, as F.2.5 has it.
+    ("chrH31.dcm", [None, "ISO 2022 IR 87"], {
+        "Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}),
+])
+def test_character_set_is_the_source_s_and_values_are_decoded(
+        name: str, charset: list[str | None], patient: dict[str, str]) -> None:
+    path = charset_sample(name)
     result = instance_metadata(path, BASE)
-    assert result["00080005"]["Value"] == ["ISO_IR 192"]
-    name = result["00100010"]["Value"][0]["Alphabetic"]
-    assert name == str(dcmread(path).PatientName)  # decoded from ISO_IR 144 by pydicom
-    assert "\u041b\u044e\u043a" in name  # Cyrillic "Lyuk", not mojibake
+    assert result["00080005"] == {"vr": "CS", "Value": charset}
+    assert result["00100010"] == {"vr": "PN", "Value": [patient]}
+    # The JSON itself is UTF-8 whatever the source's character set.
+    assert orjson.loads(orjson.dumps(result))["00100010"]["Value"] == [patient]
+
+
+def test_an_empty_phonetic_group_is_left_out() -> None:
+    # chrX1 holds "Wang^XiaoDong=<ideographic>=": F.2.2 encodes the non-empty groups only.
+    result = instance_metadata(charset_sample("chrX1.dcm"), BASE)
+    assert result["00100010"] == {"vr": "PN", "Value": [
+        {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"}]}
+
+
+@pytest.mark.parametrize(("stored", "expected"), [
+    ("Yamada^Tarou", {"Alphabetic": "Yamada^Tarou"}),
+    ("Yamada^Tarou=", {"Alphabetic": "Yamada^Tarou"}),
+    ("Yamada^Tarou==", {"Alphabetic": "Yamada^Tarou"}),
+    # pydicom writes "Ideographic": "" here; F.2.2 names the non-empty groups only.
+    ("Yamada^Tarou==やまだ^たろう", {"Alphabetic": "Yamada^Tarou", "Phonetic": "やまだ^たろう"}),
+    ("=山田^太郎", {"Ideographic": "山田^太郎"}),
+    ("^^^^", {"Alphabetic": "^^^^"}),  # a group of empty components is still written
+])
+def test_person_name_component_groups(tmp_path: Path, stored: str,
+                                      expected: dict[str, str]) -> None:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = stored
+    result = instance_metadata(write(tmp_path, ds), BASE)
+    assert result["00100010"] == {"vr": "PN", "Value": [expected]}
+    # What a DICOMweb client rebuilds from it is the same name.
+    rebuilt = Dataset.from_json({"00100010": result["00100010"]})
+    assert str(rebuilt.PatientName).rstrip("=") == stored.rstrip("=")
+
+
+def test_empty_values_of_multivalued_attributes_are_null(tmp_path: Path) -> None:
+    # PS3.18 F.2.5: 'If a multi-valued attribute has one or more empty values these are
+    # represented as "null" array elements'. pydicom fails on the PN and DS ones, which
+    # used to drop the whole attribute (and, in a sequence, the whole sequence).
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ReferringPhysicianName = "Doe^John\\"
+    ds.PerformingPhysicianName = "="  # delimiters only: no name at all
+    ds.ImageType = ["ORIGINAL", "", "AXIAL"]
+    ds.PixelSpacing = ["0.5", ""]
+    item = Dataset()
+    item.PatientName = "\\Doe^Jane"
+    item.PatientID = "ID-1"
+    ds.OtherPatientIDsSequence = Sequence([item])
+    result = instance_metadata(write(tmp_path, ds), BASE)
+    assert result["00080090"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}, None]}
+    assert result["00081050"] == {"vr": "PN"}
+    assert result["00080008"] == {"vr": "CS", "Value": ["ORIGINAL", None, "AXIAL"]}
+    assert result["00280030"] == {"vr": "DS", "Value": [0.5, None]}
+    assert result["00101002"]["Value"] == [{
+        "00100010": {"vr": "PN", "Value": [None, {"Alphabetic": "Doe^Jane"}]},
+        "00100020": {"vr": "LO", "Value": ["ID-1"]},
+    }]
 
 
 @pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "SC_rgb_rle_2frame.dcm"])

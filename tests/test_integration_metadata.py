@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import secrets
+
 import httpx
 import pydicom
 import pytest
+from pydicom.data import get_charset_files
+from pydicom.uid import generate_uid
 
 from corpus import Corpus
 from gateway_fixtures import RunningGateway
@@ -116,10 +121,11 @@ def test_unknown_series_metadata_is_404(gateway: RunningGateway, corpus: Corpus)
     assert response.status_code == 404
 
 
-def test_metadata_as_xml_is_406(gateway: RunningGateway, corpus: Corpus) -> None:
+def test_study_metadata_as_bare_xml_is_406(gateway: RunningGateway, corpus: Corpus) -> None:
+    """DICOM XML comes in parts (tests/test_integration_dicomxml.py); not bare for a study."""
     study = corpus.study("ct_small")
     response = httpx.get(f"{gateway.dicomweb()}/studies/{study.study_uid}/metadata",
-                         headers={"Accept": "multipart/related; type=application/dicom+xml"})
+                         headers={"Accept": "application/dicom+xml"})
     assert response.status_code == 406
 
 
@@ -141,3 +147,91 @@ def test_compressed_pixel_data_bulk_uri_gives_its_frames(gateway: RunningGateway
     assert [p.body for p in parts] == expected
     assert {p.headers["content-type"] for p in parts} == {
         f"image/jls; transfer-syntax={instance.transfer_syntax_uid}"}
+
+
+# -- character sets and person names (PS3.18 F.2.2) ----------------------------------
+
+
+def _stow(gateway: RunningGateway, node: str, ds: pydicom.Dataset) -> None:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    boundary = secrets.token_hex(12)
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode())
+    response = httpx.post(f"{gateway.dicomweb(node)}/studies", content=body, timeout=60,
+                          headers={"Content-Type": "multipart/related; "
+                                   f'type="application/dicom"; boundary={boundary}'})
+    assert response.status_code == 200, response.text
+
+
+def _charset_file(name: str) -> pydicom.Dataset:
+    """One of pydicom's character set test files, with UIDs of its own."""
+    paths = get_charset_files(name)
+    if not paths:
+        pytest.skip("pydicom charset test files are not installed")
+    ds = pydicom.dcmread(paths[0])
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return ds
+
+
+def _instance_metadata(gateway: RunningGateway, node: str, ds: pydicom.Dataset) -> dict:
+    url = (f"{gateway.dicomweb(node)}/studies/{ds.StudyInstanceUID}/series/"
+           f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/metadata")
+    response = httpx.get(url, headers=JSON, timeout=60)
+    assert response.status_code == 200, response.text
+    (item,) = response.json()
+    return item
+
+
+@pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
+def test_metadata_keeps_the_source_character_set(gateway: RunningGateway, corpus: Corpus,
+                                                 node: str) -> None:
+    # F.2.2 Note 3: Specific Character Set reflects the source's encoding, the JSON is UTF-8.
+    study = corpus.study("charset")  # stored as ISO_IR 100 (Latin-1)
+    series = study.series[0]
+    url = f"{gateway.dicomweb(node)}/studies/{study.study_uid}/series/{series.series_uid}"
+    (item,) = httpx.get(f"{url}/metadata", headers=JSON, timeout=60).json()
+    assert item["00080005"] == {"vr": "CS", "Value": ["ISO_IR 100"]}
+    assert item["00100010"]["Value"] == [{"Alphabetic": "Müller^Hans"}]
+    assert item["00080090"]["Value"] == [{"Alphabetic": "Weiß^Jürgen"}]
+
+
+# What each PACS says its C-FIND answer is encoded in: dcmqrscp answers with the stored
+# bytes and their character set, Orthanc converts its answers to UTF-8.
+@pytest.mark.parametrize(("node", "charset"), [("dcmqrscp", ["ISO_IR 100"]),
+                                               ("orthanc", ["ISO_IR 192"])])
+def test_qido_keeps_the_pacs_character_set(gateway: RunningGateway, corpus: Corpus,
+                                           node: str, charset: list[str]) -> None:
+    study = corpus.study("charset")
+    response = httpx.get(f"{gateway.dicomweb(node)}/studies",
+                         params={"PatientID": study.patient_id, "includefield": "00080005"},
+                         headers=JSON, timeout=60)
+    assert response.status_code == 200, response.text
+    (item,) = response.json()
+    assert item["00100010"]["Value"] == [{"Alphabetic": "Müller^Hans"}]
+    # As with WADO-RS metadata, (0008,0005) is the source's (here the C-FIND response's).
+    assert item["00080005"] == {"vr": "CS", "Value": charset}
+
+
+@pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
+def test_iso_2022_japanese_instance(gateway: RunningGateway, node: str) -> None:
+    ds = _charset_file("chrH31.dcm")  # ISO 2022 IR 87, three component groups
+    _stow(gateway, node, ds)
+    item = _instance_metadata(gateway, node, ds)
+    assert item["00080005"] == {"vr": "CS", "Value": [None, "ISO 2022 IR 87"]}
+    assert item["00100010"]["Value"] == [{"Alphabetic": "Yamada^Tarou",
+                                          "Ideographic": "山田^太郎",
+                                          "Phonetic": "やまだ^たろう"}]
+
+
+@pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
+def test_empty_person_name_groups_and_values(gateway: RunningGateway, node: str) -> None:
+    ds = _charset_file("chrX1.dcm")  # ISO_IR 192, "Wang^XiaoDong=王^小東=": Phonetic empty
+    ds.PerformingPhysicianName = "Doe^John\\"  # two values, the second one empty
+    _stow(gateway, node, ds)
+    item = _instance_metadata(gateway, node, ds)
+    assert item["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
+    # F.2.2: the non-empty groups only; F.2.5: an empty value is null.
+    assert item["00100010"]["Value"] == [{"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"}]
+    assert item["00081050"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}, None]}

@@ -200,6 +200,54 @@ def test_anonymized_file_lacks_the_identity_but_keeps_the_pixels(gateway: Runnin
     assert one.SOPInstanceUID != two.SOPInstanceUID
 
 
+# -- links that name only the object ------------------------------------------------
+
+
+def _object_link(gateway: RunningGateway, node: str | None, **params: str) -> str:
+    base = gateway.url if node is None else f"{gateway.url}/pacs/{node}"
+    return f"{base}/wado?" + urlencode({"requestType": "WADO", **params})
+
+
+@pytest.mark.parametrize("node", [None, "orthanc"])  # None: dcmqrscp, the default node
+def test_object_uid_alone_is_found(gateway: RunningGateway, corpus: Corpus,
+                                   node: str | None) -> None:
+    # RIS links in the wild leave out studyUID and seriesUID: one C-FIND finds them.
+    study = corpus.study("mr_implicit")
+    instance = study.series[0].instances[1]
+    link = _object_link(gateway, node, objectUID=instance.sop_instance_uid)
+    dicom = _dicom(_get(link + "&contentType=application%2Fdicom"))
+    assert dicom.SOPInstanceUID == instance.sop_instance_uid
+    assert dicom.StudyInstanceUID == study.study_uid
+    image = _image(_get(link), "image/jpeg")  # the default for a single-frame image
+    assert image.size == (64, 64)  # MR_small's own size
+
+
+@pytest.mark.parametrize("node", [None, "orthanc"])
+def test_object_uid_with_study_uid_only(gateway: RunningGateway, corpus: Corpus,
+                                        node: str | None) -> None:
+    study, instance = _ct(corpus)
+    # A template whose series placeholder was left empty.
+    link = _object_link(gateway, node, studyUID=study.study_uid, seriesUID="",
+                        objectUID=instance.sop_instance_uid, contentType="application/dicom")
+    assert _dicom(_get(link)).SOPInstanceUID == instance.sop_instance_uid
+
+
+@pytest.mark.parametrize("node", [None, "orthanc"])
+def test_object_uid_alone_that_is_not_there_is_404(gateway: RunningGateway, corpus: Corpus,
+                                                   node: str | None) -> None:
+    unknown = generate_uid()
+    response = _get(_object_link(gateway, node, objectUID=unknown))
+    assert response.status_code == 404, response.text
+    assert response.json()["message"].startswith(f"instance {unknown} not found on PACS")
+    # Under a study it is not in: not found either, naming the study the link gave.
+    study = corpus.study("mr_implicit")
+    _, elsewhere = _ct(corpus)
+    response = _get(_object_link(gateway, node, studyUID=study.study_uid,
+                                 objectUID=elsewhere.sop_instance_uid))
+    assert response.status_code == 404, response.text
+    assert f"in study {study.study_uid} not found" in response.json()["message"]
+
+
 # -- objects that are not single images ---------------------------------------------
 
 

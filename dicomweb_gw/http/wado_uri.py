@@ -5,6 +5,10 @@
         [&transferSyntax=UID] [&anonymize=yes] [&frameNumber=N] [&rows=R] [&columns=C]
         [&region=x1,y1,x2,y2] [&windowCenter=C&windowWidth=W] [&imageQuality=Q]
 
+studyUID and seriesUID, which PS3.18 requires, may be left out: RIS links in
+the wild carry only objectUID. The gateway then finds the study and series
+with one IMAGE-level C-FIND (see ``locate_instance``).
+
 No second implementation: images come from RenderService (the WADO-RS
 rendered pipeline), Part 10 files from WadoService.retrieve (its cache and
 transcoding), sent as one body rather than a multipart.
@@ -29,6 +33,7 @@ from pathlib import Path
 import anyio
 from pydicom import dcmread
 from pydicom import uid as uids
+from pydicom.dataset import Dataset
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,15 +44,15 @@ from dicomweb_gw.dicomweb.pixels import evicted_as_503, on_disk
 from dicomweb_gw.dicomweb.rendered import NoPixelData
 from dicomweb_gw.dicomweb.selection import InstanceSelection
 from dicomweb_gw.dicomweb.uids import require_uid
-from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound
+from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound, PacsFailure
 from dicomweb_gw.http.endpoints import Services
 from dicomweb_gw.http.negotiation import parse_accept
 from dicomweb_gw.http.render_params import MAX_VIEWPORT
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
-__all__ = ["MEDIA_TYPES", "QUERY_PARAMETERS", "WadoUri", "parse_wado_uri", "wado_uri_path",
-           "wado_uri_route"]
+__all__ = ["MEDIA_TYPES", "QUERY_PARAMETERS", "ObjectUids", "WadoUri", "locate_instance",
+           "parse_wado_uri", "wado_uri_path", "wado_uri_route"]
 
 DICOM = "application/dicom"
 MEDIA_TYPES = (DICOM, *RENDERED_TYPES)
@@ -74,8 +79,17 @@ def wado_uri_route(node_name: str | None, pacs: PacsClient, services: Services) 
 
 
 @dataclass(frozen=True)
+class ObjectUids:
+    """The object as the link names it: objectUID always, its study and series when given."""
+
+    object_uid: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
 class WadoUriQuery:
-    keys: RetrieveKeys
+    object_uids: ObjectUids
     content_types: tuple[str, ...]  # the client's order of preference
     explicit: bool  # contentType was given
     rendering: tuple[str, ...]  # the rendering parameters present
@@ -114,17 +128,18 @@ class WadoUri:
 
     async def wado_uri(self, request: Request) -> Response:
         query = parse_wado_uri(request.query_params)
+        keys = await self._keys(query.object_uids)
         header: _Header | None = None
         for wanted in query.content_types:
             if wanted in RENDERED_TYPES or wanted == _DEFAULT:
                 # Only now is the instance fetched: application/dicom needs no header.
-                header = header or await self._header(query.keys)
+                header = header or await self._header(keys)
             media_type = _producible(wanted, header, query)
             if media_type == DICOM:
-                return await self._dicom(query)
+                return await self._dicom(query, keys)
             if media_type is not None:
                 assert header is not None
-                return await self._image(query, media_type, header)
+                return await self._image(query, keys, media_type, header)
         if header is not None and not header.is_image:
             kind = f" ({uids.UID(header.sop_class_uid).name})" if header.sop_class_uid else ""
             raise NoPixelData(f"instance {header.sop_instance_uid}{kind} has no pixel data, so "
@@ -132,29 +147,37 @@ class WadoUri:
         raise NotAcceptable(f"cannot produce contentType '{', '.join(query.content_types)}'; "
                             f"available: {', '.join(MEDIA_TYPES)}")
 
-    async def _dicom(self, query: WadoUriQuery) -> Response:
+    async def _keys(self, object_uids: ObjectUids) -> RetrieveKeys:
+        """The object's three UIDs; those the link left out are asked of the PACS."""
+        if object_uids.study_uid is not None and object_uids.series_uid is not None:
+            return RetrieveKeys(object_uids.study_uid, object_uids.series_uid,
+                                object_uids.object_uid)
+        return await locate_instance(self._pacs, object_uids)
+
+    async def _dicom(self, query: WadoUriQuery, keys: RetrieveKeys) -> Response:
         """The Part 10 file, through WADO-RS retrieve: one instance, one body."""
         selection = InstanceSelection(transfer_syntax=query.transfer_syntax)
-        retrieve = self._services.wado.retrieve(self._pacs, query.keys, selection)
+        retrieve = self._services.wado.retrieve(self._pacs, keys, selection)
         async with aclosing(retrieve) as parts:
             async for part in parts:
                 body = b"".join(part.chunks)
                 break
             else:
-                raise NotFound(f"{query.keys.describe()} not found on PACS '{self._pacs.name}'")
-        name = str(query.keys.instance_uid)
+                raise NotFound(f"{keys.describe()} not found on PACS '{self._pacs.name}'")
+        name = str(keys.instance_uid)
         if query.anonymize:
             body = await anyio.to_thread.run_sync(self._profile.part10, body)
             name = self._profile.uid(name)  # the original UID would point back to the patient
         return Response(body, media_type=DICOM,
                         headers={"Content-Disposition": f'attachment; filename="{name}.dcm"'})
 
-    async def _image(self, query: WadoUriQuery, media_type: str, header: _Header) -> Response:
+    async def _image(self, query: WadoUriQuery, keys: RetrieveKeys, media_type: str,
+                     header: _Header) -> Response:
         if query.anonymize and header.burned_in:
             # A rendered image carries no attributes, but the pixels would show the identity.
             raise refusal(header.sop_instance_uid)
         params = RenderParams(media_type, _viewport(query, header), query.window, query.quality)
-        image = await self._services.render.rendered(self._pacs, query.keys, query.frame, params)
+        image = await self._services.render.rendered(self._pacs, keys, query.frame, params)
         return Response(image, media_type=media_type)
 
     async def _header(self, keys: RetrieveKeys) -> _Header:
@@ -162,6 +185,52 @@ class WadoUri:
         handle = await self._services.pixels.instance(self._pacs, keys)
         with evicted_as_503(), on_disk(handle) as path:
             return await anyio.to_thread.run_sync(_read_header, path)
+
+
+async def locate_instance(pacs: PacsClient, object_uids: ObjectUids) -> RetrieveKeys:
+    """The study and series of the instance ``object_uids`` names, from one IMAGE-level C-FIND.
+
+    The parents go in as return keys, empty (or as matching keys, when the link
+    gave one). Study Root's hierarchical search would want them as unique keys,
+    but dcmqrscp and Orthanc both answer this query; a PACS that refuses it gets
+    a 400 that says to put studyUID and seriesUID in the link, rather than a walk
+    through every study it holds.
+    """
+    query = Dataset()
+    query.StudyInstanceUID = object_uids.study_uid or ""
+    query.SeriesInstanceUID = object_uids.series_uid or ""
+    query.SOPInstanceUID = object_uids.object_uid
+    try:
+        async with aclosing(pacs.find(QueryLevel.IMAGE, query)) as found:
+            async for match in found:
+                keys = _matched_keys(match, object_uids)
+                if keys is not None:
+                    return keys
+    except PacsFailure as exc:
+        raise BadRequest(f"PACS '{pacs.name}' cannot look up objectUID "
+                         f"{object_uids.object_uid} without its study and series ({exc.message});"
+                         " give studyUID and seriesUID") from None
+    raise NotFound(f"instance {object_uids.object_uid}"
+                   f"{_given_parents(object_uids)} not found on PACS '{pacs.name}'")
+
+
+def _matched_keys(match: Dataset, object_uids: ObjectUids) -> RetrieveKeys | None:
+    """A C-FIND match as RetrieveKeys; None when it lacks a parent or is another object
+    (a PACS that ignores a matching key answers with everything)."""
+    study = str(match.get("StudyInstanceUID", "") or "")
+    series = str(match.get("SeriesInstanceUID", "") or "")
+    instance = str(match.get("SOPInstanceUID", "") or object_uids.object_uid)
+    if not study or not series or instance != object_uids.object_uid:
+        return None
+    if object_uids.study_uid not in (None, study) or object_uids.series_uid not in (None, series):
+        return None
+    return RetrieveKeys(study, series, instance)
+
+
+def _given_parents(object_uids: ObjectUids) -> str:
+    given = [f"{name} {uid}" for name, uid in (("series", object_uids.series_uid),
+                                                ("study", object_uids.study_uid)) if uid]
+    return f" in {', '.join(given)}" if given else ""
 
 
 def _producible(wanted: str, header: _Header | None, query: WadoUriQuery) -> str | None:
@@ -230,8 +299,8 @@ def parse_wado_uri(query: Mapping[str, str]) -> WadoUriQuery:
     for name in _UNSUPPORTED:
         if name in query:
             raise BadRequest(f"{name}: presentation states are not applied by this gateway")
-    study, series, instance = (require_uid(_required(query, name), name)
-                               for name in ("studyUID", "seriesUID", "objectUID"))
+    object_uids = ObjectUids(require_uid(_required(query, "objectUID"), "objectUID"),
+                             _optional_uid(query, "studyUID"), _optional_uid(query, "seriesUID"))
     content_type = query.get("contentType")
     syntax = query.get("transferSyntax")
     anonymize = query.get("anonymize")
@@ -241,7 +310,7 @@ def parse_wado_uri(query: Mapping[str, str]) -> WadoUriQuery:
     if (center is None) != (width is None):
         raise BadRequest("windowCenter and windowWidth go together: give both or neither")
     return WadoUriQuery(
-        keys=RetrieveKeys(study, series, instance),
+        object_uids=object_uids,
         content_types=_content_types(content_type) if content_type is not None else (_DEFAULT,),
         explicit=content_type is not None,
         rendering=tuple(name for name in RENDERING_PARAMETERS if name in query),
@@ -261,9 +330,15 @@ def parse_wado_uri(query: Mapping[str, str]) -> WadoUriQuery:
 def _required(query: Mapping[str, str], name: str) -> str:
     value = query.get(name)
     if not value:
-        raise BadRequest(f"{name} is required: WADO-URI names the object by studyUID, "
-                         "seriesUID and objectUID")
+        raise BadRequest(f"{name} is required: WADO-URI names the object by objectUID "
+                         "(with studyUID and seriesUID, which may be left out)")
     return value
+
+
+def _optional_uid(query: Mapping[str, str], name: str) -> str | None:
+    """A parent's UID; absent or empty (a RIS template with nothing filled in) is None."""
+    value = query.get(name)
+    return require_uid(value, name) if value else None
 
 
 def _content_types(text: str) -> tuple[str, ...]:
@@ -274,8 +349,9 @@ def _content_types(text: str) -> tuple[str, ...]:
         raise BadRequest(f"contentType '{text}' is not a media type list") from None
     if not ranges:
         raise BadRequest(f"contentType '{text}' names no media type")
-    wildcards = {"*/*": _DEFAULT, "image/*": "image/jpeg"}
-    return tuple(wildcards.get(r.essence, r.essence) for r in ranges)
+    # image/jpg is no registered type, but clients and old WADO links send it for JPEG.
+    aliases = {"*/*": _DEFAULT, "image/*": "image/jpeg", "image/jpg": "image/jpeg"}
+    return tuple(aliases.get(r.essence, r.essence) for r in ranges)
 
 
 def _whole(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
