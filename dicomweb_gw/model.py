@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["QueryLevel", "RetrieveKeys", "RetrievedInstance"]
+__all__ = ["QueryLevel", "RetrieveKeys", "RetrieveReport", "RetrievedInstance"]
 
 
 class QueryLevel(enum.Enum):
@@ -32,6 +32,28 @@ class RetrieveKeys:
             return QueryLevel.SERIES
         return QueryLevel.STUDY
 
+    def covers(self, study_uid: str, series_uid: str | None,
+               sop_instance_uid: str | None) -> bool:
+        """Is the object named by these UIDs under these keys?
+
+        The one check that an instance belongs where a request's path puts it.
+        A PACS matches a retrieve on its lowest-level key only, so an instance
+        UID under someone else's study UID comes back all the same: whatever
+        is served (from the cache, a retrieve or another replica) must pass
+        this first, or a study-scoped permission could be bypassed.
+
+        Passing another request's keys (None for "every series/instance")
+        asks whether those keys lie wholly inside these: a study covers its
+        series, a series does not cover its study.
+        """
+        return (self.study_uid == study_uid
+                and self.series_uid in (None, series_uid)
+                and self.instance_uid in (None, sop_instance_uid))
+
+    def covers_keys(self, other: RetrieveKeys) -> bool:
+        """Does every instance ``other`` asks for fall under these keys?"""
+        return self.covers(other.study_uid, other.series_uid, other.instance_uid)
+
     def describe(self) -> str:
         """A short human-readable name for error messages."""
         if self.instance_uid is not None:
@@ -39,6 +61,41 @@ class RetrieveKeys:
         if self.series_uid is not None:
             return f"series {self.series_uid}"
         return f"study {self.study_uid}"
+
+    def describe_path(self) -> str:
+        """The object with the parents the request named, for a 404 on a mismatch."""
+        names = [f"study {self.study_uid}"]
+        if self.series_uid is not None:
+            names.append(f"series {self.series_uid}")
+        if self.instance_uid is not None:
+            names.append(f"instance {self.instance_uid}")
+        return ", ".join(reversed(names[1:])) + (" in " if len(names) > 1 else "") + names[0]
+
+
+@dataclass(slots=True)
+class RetrieveReport:
+    """What the PACS said about a C-GET/C-MOVE when it ended, filled in by the PACS client.
+
+    ``complete`` is the only ground for recording a study or series as
+    complete in the cache: a retrieve that brought nothing (the study is not
+    there *yet*: a modality still sending) or fewer instances than the PACS
+    counted must be asked again next time, not answered from the cache.
+    """
+
+    #: The PACS sent its final Success (0x0000) response.
+    succeeded: bool = False
+    #: Completed + Warning sub-operations in that response; None when the PACS left them out.
+    reported: int | None = None
+    #: Failed sub-operations in that response.
+    failed: int = 0
+    #: Instances that reached the gateway.
+    received: int = 0
+
+    @property
+    def complete(self) -> bool:
+        if not self.succeeded or self.received == 0 or self.failed:
+            return False
+        return self.reported is None or self.reported == self.received
 
 
 @dataclass(frozen=True, slots=True)

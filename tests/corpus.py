@@ -18,7 +18,13 @@ label                  content                          transfer syntax
 ``charset``            1 MR, ISO_IR 100 (``Müller``)    Explicit VR LE
 ``us_multiframe_jpeg`` 120-frame colour US              JPEG Baseline (Orthanc)
 ``jpeg_colour``        1 RGB secondary capture          JPEG Baseline (Orthanc)
+``jpeg_lossless``      2 SC, 1 series each              JPEG Lossless .70 / .57
+                                                        (Orthanc)
+``htj2k``              1 MR                             HTJ2K Lossless (Orthanc)
 =====================  ===============================  =========================
+
+(and more below: see ``build_corpus``). The .57 and HTJ2K instances are
+relabelled copies (``_relabelled``): nothing here encodes them.
 
 dcmqrscp only stores uncompressed transfer syntaxes, so it gets the studies with
 ``StudyInfo.uncompressed``; Orthanc gets all of them.
@@ -35,7 +41,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    ImplicitVRLittleEndian,
+    JPEGLossless,
+    generate_uid,
+)
 
 BIG_CT_SLICES = 100
 BIG_CT_SIZE = 512
@@ -326,6 +339,19 @@ class _StudyWriter:
         )
 
 
+def _relabelled(name: str, transfer_syntax_uid: str) -> Dataset:
+    """A compressed test file declared in a syntax whose codestream it already is.
+
+    No encoder of JPEG Lossless (any predictor, .57) or HTJ2K is at hand, but a
+    .70 codestream (JPEG Lossless with predictor 1) is a valid .57 one, and an
+    HTJ2K decoder reads JPEG 2000 Part 1 codestreams: transport tests only need
+    the stored bytes and the declared syntax to come back unchanged.
+    """
+    ds = _read(name)
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    return ds
+
+
 def _stack(
     name: str, count: int, modify: Callable[[Dataset, int], None] | None = None
 ) -> Iterator[Dataset]:
@@ -467,6 +493,27 @@ def build_corpus(root: Path) -> Corpus:
     )
     cr.add_series("CR", "PA", iter([_read("RG1_UNCI.dcm")]))
     studies.append(cr.finish())
+
+    # The two JPEG Lossless syntaxes of one SOP class, a series each: Orthanc only.
+    lossless_jpeg = _StudyWriter(
+        root,
+        _StudySpec("jpeg_lossless", "Hudson^Mrs", "GW-JPEGLL", "20160606", "ACC-JPEGLL",
+                   "JPEG lossless"),
+    )
+    lossless_jpeg.add_series("OT", "JPEG Lossless SV1", iter([_read("JPEG-LL.dcm")]))
+    lossless_jpeg.add_series("OT", "JPEG Lossless", iter([
+        _relabelled("JPEG-LL.dcm", JPEGLossless)]))
+    studies.append(lossless_jpeg.finish())
+
+    # HTJ2K, which Orthanc 1.10 stores but does not know: Orthanc only.
+    htj2k = _StudyWriter(
+        root,
+        _StudySpec("htj2k", "Stamford^Arthur", "GW-HTJ2K", "20150505", "ACC-HTJ2K",
+                   "MR HTJ2K"),
+    )
+    htj2k.add_series("MR", "HTJ2K lossless", iter([
+        _relabelled("MR_small_jp2klossless.dcm", HTJ2KLossless)]))
+    studies.append(htj2k.finish())
 
     return Corpus(root=root, studies=studies)
 

@@ -303,7 +303,7 @@ def _storescu_option(transfer_syntax_uid: str) -> str:
     )
 
 
-def _load_with_storescu(
+def load_with_storescu(
     pacs: RunningPacs, instances: Sequence[InstanceInfo], storescu: str
 ) -> None:
     by_syntax: dict[str, list[InstanceInfo]] = {}
@@ -416,7 +416,7 @@ def running_dcmqrscp(workdir: Path, instances: Sequence[InstanceInfo],
     process = _start(command, log_path, workdir)
     try:
         _wait_for_dicom(pacs.name, pacs.host, pacs.port, pacs.ae_title, process, log_path)
-        _load_with_storescu(pacs, instances, storescu)
+        load_with_storescu(pacs, instances, storescu)
         # dcmqrscp keeps one file per instance next to its index.dat.
         stored = [p for p in storage_dir.iterdir() if p.name != "index.dat"]
         if len(stored) != len(instances):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,7 @@ from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.rendered import NoPixelData, RenderService
 from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.errors import GatewayError, NotFound
-from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
+from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
 
 T = TypeVar("T")
 STUDY = generate_uid()
@@ -60,13 +60,16 @@ class FakePacs:
         yield
 
     async def retrieve(
-        self, keys: RetrieveKeys, *, sop_class_uids: Sequence[str] = ()
+        self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         self.retrieves.append(keys)
+        sent = 0
         for study, series, instance in self.instances:
-            if (study == keys.study_uid and keys.series_uid in (None, series)
-                    and keys.instance_uid in (None, instance.sop_instance_uid)):
+            if keys.covers(study, series, instance.sop_instance_uid):
+                sent += 1
                 yield instance
+        if report is not None:
+            report.succeeded, report.reported, report.received = True, sent, sent
 
     async def echo(self) -> None:
         return None

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicomweb_gw.errors import PacsFailure
-from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.model import RetrievedInstance, RetrieveReport
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.sink import STORE_SUCCESS, InstanceSink
 from dicomweb_gw.settings import PacsNode
@@ -66,3 +66,37 @@ def test_a_retrieve_short_of_what_the_pacs_reported_fails() -> None:
     client._await_stragglers("C-MOVE", _final(3, warnings=0), sink)  # all there: fine
     with pytest.raises(PacsFailure, match="reported 4 instances sent, but 3 arrived"):
         client._await_stragglers("C-MOVE", _final(3, warnings=1), sink)
+
+
+def test_the_final_success_fills_in_the_report_with_the_pacs_counts() -> None:
+    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
+                             ae_title="GW")
+    report = RetrieveReport()
+    sink = InstanceSink(Taken(), report)  # type: ignore[arg-type]
+    for _ in range(2):
+        sink.deliver(INSTANCE)
+    client._await_stragglers("C-GET", _final(2), sink)
+    assert report == RetrieveReport(succeeded=True, reported=2, failed=0, received=2)
+    assert report.complete
+
+
+def test_an_empty_successful_retrieve_is_not_complete() -> None:
+    """dcmqrscp's answer for a study it does not hold (yet)."""
+    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
+                             ae_title="GW")
+    report = RetrieveReport()
+    client._await_stragglers("C-MOVE", _final(0), InstanceSink(Taken(), report))  # type: ignore[arg-type]
+    assert report.succeeded
+    assert not report.complete
+
+
+def test_a_retrieve_split_over_several_c_gets_adds_up_their_counts() -> None:
+    report = RetrieveReport()
+    sink = InstanceSink(Taken(), report)  # type: ignore[arg-type]
+    for count in (2, 3):
+        for _ in range(count):
+            sink.deliver(INSTANCE)
+        sink.finished(reported=count, failed=0)
+    assert report == RetrieveReport(succeeded=True, reported=5, failed=0, received=5)
+    sink.finished(reported=None, failed=0)  # a PACS that left the counts out of one
+    assert report.reported is None

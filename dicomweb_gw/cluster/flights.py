@@ -246,7 +246,7 @@ class ClusterFlights:
             for _, fields in entries:
                 kind = fields.get("kind")
                 if kind == "landed":
-                    if not _under(keys, fields["series"], fields["sop"]):
+                    if not keys.covers(fields["study"], fields["series"], fields["sop"]):
                         continue
                     item = await fetch(fields["study"], fields["series"], fields["sop"])
                     if item is None:
@@ -286,12 +286,6 @@ def _lease_keys(pacs: str, keys: RetrieveKeys) -> list[str]:
 
 def _stream_key(token: str) -> str:
     return f"{KEY_PREFIX}landed:{token}"
-
-
-def _under(keys: RetrieveKeys, series_uid: str, sop_uid: str) -> bool:
-    if keys.series_uid is not None and series_uid != keys.series_uid:
-        return False
-    return keys.instance_uid is None or sop_uid == keys.instance_uid
 
 
 def _error(pacs: str, fields: dict[str, str]) -> GatewayError:

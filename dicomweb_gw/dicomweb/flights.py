@@ -5,17 +5,21 @@ C-GET/C-MOVE and writes each instance into the cache as it lands. Requests
 for the same keys, or for keys inside them (a series of a study in flight),
 join it and stream what has landed so far, then the rest as it arrives.
 When the last waiter leaves, the flight is cancelled, which C-CANCELs the
-retrieve: nobody is left to want it.
+retrieve: nobody is left to want it. A cancelled flight leaves the table at
+once, before its task has unwound, so a request arriving meanwhile (a viewer
+asking again for what it just dropped) starts a live flight instead of
+joining a dying one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from dicomweb_gw.errors import PacsUnavailable
 from dicomweb_gw.model import RetrieveKeys
 
 __all__ = ["Flight", "FlightTable", "Landed", "Producer"]
@@ -46,13 +50,16 @@ class Flight:
     waiters: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: Its last waiter left and its task was cancelled: no longer joinable.
+    abandoned: bool = False
+
+    @property
+    def joinable(self) -> bool:
+        return not (self.done or self.abandoned)
 
     def covers(self, keys: RetrieveKeys) -> bool:
         """Will this flight bring every instance ``keys`` asks for?"""
-        mine = self.keys
-        return (mine.study_uid == keys.study_uid
-                and mine.series_uid in (None, keys.series_uid)
-                and mine.instance_uid in (None, keys.instance_uid))
+        return self.keys.covers_keys(keys)
 
     def _notify(self) -> None:
         self.changed.set()
@@ -65,19 +72,19 @@ class FlightTable:
         self.started = 0  # flights started: what reached the PACS (for tests and metrics)
 
     def in_flight(self, pacs: str) -> list[Flight]:
-        return [f for (name, _), f in self._flights.items() if name == pacs]
+        """The live (joinable) flights to ``pacs``."""
+        return [f for (name, _), f in self._flights.items() if name == pacs and f.joinable]
 
     async def join(
-        self, pacs: str, keys: RetrieveKeys, producer: Producer,
-        on_complete: Callable[[Flight], Awaitable[None]] | None = None,
+        self, pacs: str, keys: RetrieveKeys, producer: Producer
     ) -> AsyncGenerator[Landed, None]:
         """Instances under ``keys``: from a covering flight, or a new one."""
-        flight = next((f for f in self.in_flight(pacs) if f.covers(keys) and not f.done), None)
+        flight = next((f for f in self.in_flight(pacs) if f.covers(keys)), None)
         if flight is None:
             flight = Flight(pacs=pacs, keys=keys)
             self._flights[(pacs, keys)] = flight
             self.started += 1
-            flight.task = asyncio.create_task(self._fly(flight, producer, on_complete))
+            flight.task = asyncio.create_task(self._fly(flight, producer))
         flight.waiters += 1
         try:
             position = 0
@@ -85,40 +92,45 @@ class FlightTable:
                 while position < len(flight.landed):
                     item = flight.landed[position]
                     position += 1
-                    if _wanted(item, keys):
+                    if keys.covers(item.study_uid, item.series_uid, item.sop_instance_uid):
                         yield item
                 if flight.done:
+                    if isinstance(flight.error, asyncio.CancelledError):
+                        # Cancelled by something other than its waiters leaving (we
+                        # are still here): never hand a CancelledError to a request
+                        # that was not itself cancelled.
+                        raise PacsUnavailable(pacs, f"the retrieve of {keys.describe()} was "
+                                                    "cancelled (gateway shutting down?)")
                     if flight.error is not None:
                         raise flight.error
                     return
                 await flight.changed.wait()
         finally:
             flight.waiters -= 1
-            if flight.waiters == 0 and not flight.done and flight.task is not None:
-                flight.task.cancel()  # nobody wants the rest: the retrieve gets C-CANCELled
+            if flight.waiters == 0 and flight.joinable and flight.task is not None:
+                # Nobody wants the rest: the retrieve gets C-CANCELled. Out of the
+                # table now, not when the task has unwound, so nobody joins it.
+                flight.abandoned = True
+                self._forget(flight)
+                flight.task.cancel()
 
-    async def _fly(
-        self, flight: Flight, producer: Producer,
-        on_complete: Callable[[Flight], Awaitable[None]] | None,
-    ) -> None:
+    async def _fly(self, flight: Flight, producer: Producer) -> None:
         try:
             async with aclosing(producer(flight.keys)) as instances:
                 async for item in instances:
                     flight.landed.append(item)
                     flight._notify()
-            if on_complete is not None:
-                await on_complete(flight)
         except asyncio.CancelledError:
             flight.error = asyncio.CancelledError()
         except Exception as exc:
             flight.error = exc
         finally:
             flight.done = True
-            self._flights.pop((flight.pacs, flight.keys), None)
+            self._forget(flight)
             flight._notify()
 
-
-def _wanted(item: Landed, keys: RetrieveKeys) -> bool:
-    if keys.series_uid is not None and item.series_uid != keys.series_uid:
-        return False
-    return keys.instance_uid is None or item.sop_instance_uid == keys.instance_uid
+    def _forget(self, flight: Flight) -> None:
+        # Only this flight: a live one for the same keys may have replaced it.
+        key = (flight.pacs, flight.keys)
+        if self._flights.get(key) is flight:
+            del self._flights[key]

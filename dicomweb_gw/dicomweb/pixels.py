@@ -92,8 +92,9 @@ class PixelService:
         thread); None to take the general path."""
         assert keys.instance_uid is not None
         cached = self._source.store.get(keys.instance_uid)
-        if cached is None or cached.study_uid != keys.study_uid:
-            return None
+        if cached is None or not keys.covers(cached.study_uid, cached.series_uid,
+                                             cached.sop_instance_uid):
+            return None  # the general path answers 404 for an instance under the wrong parents
         reader = self.reader(cached.path)
         choice = _choose(request, reader)
         if choice.as_stored:

@@ -20,9 +20,9 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
-from dicomweb_gw.dicomweb.flights import Flight, FlightTable, Landed, Producer
+from dicomweb_gw.dicomweb.flights import FlightTable, Landed, Producer
 from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
-from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
+from dicomweb_gw.model import RetrievedInstance, RetrieveKeys, RetrieveReport
 from dicomweb_gw.pacs.protocol import PacsClient
 
 if TYPE_CHECKING:
@@ -56,7 +56,26 @@ class InstanceSource:
         return self._open_store()
 
     async def instances(self, pacs: PacsClient, keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
-        """Every instance under ``keys``, cached ones first-class, as soon as each is available."""
+        """Every instance under ``keys``, as soon as each is available.
+
+        Only instances whose own Study and Series Instance UIDs are those
+        ``keys`` name come out of here, whichever way they arrived: this is
+        where a request path's parent UIDs are enforced.
+        """
+        delivered = False
+        misplaced = 0
+        async with aclosing(self._unchecked(pacs, keys)) as landed:
+            async for item in landed:
+                if not keys.covers(item.study_uid, item.series_uid, item.sop_instance_uid):
+                    misplaced += 1
+                    continue
+                delivered = True
+                yield item
+        if misplaced and not delivered:
+            raise NotFound(f"{keys.describe_path()} not found on PACS '{pacs.name}'")
+
+    async def _unchecked(self, pacs: PacsClient,
+                         keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
         cached = await self._cached(keys)
         if cached is not None:
             for instance in cached:
@@ -64,26 +83,22 @@ class InstanceSource:
             return
 
         async def produce(flight_keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
-            async with aclosing(pacs.retrieve(flight_keys)) as retrieved:
+            report = RetrieveReport()
+            landed: list[Landed] = []
+            async with aclosing(pacs.retrieve(flight_keys, report=report)) as retrieved:
                 async for instance in retrieved:
-                    yield await anyio.to_thread.run_sync(self._keep, instance)
+                    item = await anyio.to_thread.run_sync(self._keep, instance)
+                    landed.append(item)
+                    yield item
+            await self._record_complete(flight_keys, report, landed)
 
         producer: Producer = produce
         if self._cluster is not None:
             producer = self._cluster.producer(pacs.name, produce, self._fetch)
 
-        async def completed(flight: Flight) -> None:
-            if flight.keys.instance_uid is None and all(
-                isinstance(item.handle, CachedInstance) for item in flight.landed
-            ):
-                await anyio.to_thread.run_sync(
-                    self.store.mark_complete, flight.keys.study_uid, flight.keys.series_uid,
-                    [item.sop_instance_uid for item in flight.landed])
-
         delivered = False
         try:
-            async with aclosing(self.flights.join(pacs.name, keys, producer,
-                                                  completed)) as landed:
+            async with aclosing(self.flights.join(pacs.name, keys, producer)) as landed:
                 async for item in landed:
                     delivered = True
                     yield item
@@ -94,12 +109,35 @@ class InstanceSource:
                 raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
             raise
 
+    async def _record_complete(self, keys: RetrieveKeys, report: RetrieveReport,
+                               landed: list[Landed]) -> None:
+        """Remember a study or series as complete, only if it certainly is.
+
+        Complete means the PACS ended with Success, counted as many instances as
+        arrived, and every one is in the cache under these keys. Anything less
+        (an empty answer for a study still arriving from the modality, a count
+        that does not add up) is left partial, so the next request asks again.
+        """
+        if keys.instance_uid is not None:
+            return
+        if not report.complete:
+            log.info("retrieve of %s not recorded as complete (%d received, %s reported)",
+                     keys.describe(), report.received,
+                     "none" if report.reported is None else report.reported)
+            return
+        if not all(isinstance(item.handle, CachedInstance)
+                   and keys.covers(item.study_uid, item.series_uid, item.sop_instance_uid)
+                   for item in landed):
+            return
+        await anyio.to_thread.run_sync(
+            self.store.mark_complete, keys.study_uid, keys.series_uid,
+            [item.sop_instance_uid for item in landed])
+
     async def _cached(self, keys: RetrieveKeys) -> list[CachedInstance] | None:
         if keys.instance_uid is not None:
             hit = await self._get(keys.instance_uid, keys.study_uid, keys.series_uid)
-            if hit is None or hit.study_uid != keys.study_uid or (
-                keys.series_uid is not None and hit.series_uid != keys.series_uid
-            ):
+            if hit is None or not keys.covers(hit.study_uid, hit.series_uid,
+                                              hit.sop_instance_uid):
                 return None
             return [hit]
         return await anyio.to_thread.run_sync(

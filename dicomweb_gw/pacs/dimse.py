@@ -24,6 +24,7 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -37,7 +38,7 @@ from dicomweb_gw.errors import (
     PacsUnavailable,
 )
 from dicomweb_gw.metrics import GatewayMetrics
-from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
+from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
 from dicomweb_gw.pacs import contexts, storescu
 from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
@@ -101,13 +102,14 @@ class DimsePacsClient:
         return self._stream(worker, _FIND_QUEUE, "C-FIND")
 
     def retrieve(
-        self, keys: RetrieveKeys, *, sop_class_uids: Sequence[str] = ()
+        self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         def worker(channel: Channel[RetrievedInstance]) -> None:
+            sink = InstanceSink(channel, report)
             if self._node.retrieve == "c-get":
-                self._get_worker(keys, sop_class_uids, channel)
+                self._get_worker(keys, sink)
             else:
-                self._move_worker(keys, channel)
+                self._move_worker(keys, sink)
 
         operation = "C-GET" if self._node.retrieve == "c-get" else "C-MOVE"
         return self._stream(worker, _RETRIEVE_QUEUE, operation,
@@ -321,21 +323,27 @@ class DimsePacsClient:
             else:
                 raise self._failure("C-FIND", code)
 
-    def _get_worker(
-        self, keys: RetrieveKeys, sop_class_uids: Sequence[str], channel: Channel[RetrievedInstance]
-    ) -> None:
-        classes = list(sop_class_uids) or self._discover_sop_classes(keys)
-        requested, roles = contexts.get_contexts(classes)
-        sink = InstanceSink(channel)
-        assoc = self._associations.associate(requested, ext_neg=roles,
-                                handlers=[(evt.EVT_C_STORE, sink.on_store), FAST_POLL_HANDLER])
-        try:
-            model, identifier = self._retrieve_request(assoc, contexts.GET_MODELS, keys, "C-GET")
-            msg_id = self._next_message_id()
-            responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
-            self._follow_retrieve(assoc, "C-GET", model, msg_id, responses, sink)
-        finally:
-            self._associations.close(assoc)
+    def _get_worker(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
+        """C-GET over one association, or over several, series by series, when the
+        stored syntaxes of the whole retrieve do not fit in one (``contexts.get_plans``)."""
+        for plan in contexts.get_plans(self._discover_holdings(keys)):
+            parts = [RetrieveKeys(keys.study_uid, series_uid) for series_uid in plan.series_uids]
+            assoc = self._associations.associate(
+                plan.contexts, ext_neg=plan.roles,
+                handlers=[(evt.EVT_C_STORE, sink.on_store), FAST_POLL_HANDLER])
+            try:
+                for part in parts or [keys]:
+                    if sink.channel.cancelled:
+                        return
+                    self._get(assoc, part, sink)
+            finally:
+                self._associations.close(assoc)
+
+    def _get(self, assoc: Association, keys: RetrieveKeys, sink: InstanceSink) -> None:
+        model, identifier = self._retrieve_request(assoc, contexts.GET_MODELS, keys, "C-GET")
+        msg_id = self._next_message_id()
+        responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
+        self._follow_retrieve(assoc, "C-GET", model, msg_id, responses, sink)
 
     def _store_worker(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
         def associate(requested: list[Any], handlers: Sequence[Any]) -> Association:
@@ -347,10 +355,9 @@ class DimsePacsClient:
         except storescu.StoreInterrupted as exc:
             raise self._broken(exc.association, "C-STORE", exc.last_activity) from None
 
-    def _move_worker(self, keys: RetrieveKeys, channel: Channel[RetrievedInstance]) -> None:
+    def _move_worker(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
         if self._receiver is None:
             raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
-        sink = InstanceSink(channel)
         with self._receiver.expect(keys, sink, node=self._node.name) as msg_id:
             assoc = self._associations.associate(contexts.move_contexts(),
                                                  handlers=[FAST_POLL_HANDLER])
@@ -420,9 +427,12 @@ class DimsePacsClient:
         come through Redis, possibly after the final response. Waiting for them
         is what keeps a study from ending short without an error.
         """
-        reported = sum(int(status.get(name) or 0) for name in
-                       ("NumberOfCompletedSuboperations", "NumberOfWarningSuboperations"))
+        counts = [status.get(name) for name in
+                  ("NumberOfCompletedSuboperations", "NumberOfWarningSuboperations")]
+        reported = sum(int(count or 0) for count in counts)
         if sink.received >= reported or sink.wait_for(reported, self._node.timeout):
+            sink.finished(reported=reported if any(c is not None for c in counts) else None,
+                          failed=int(status.get("NumberOfFailedSuboperations") or 0))
             return
         raise PacsFailure(self._node.name,
                           f"{operation} reported {reported} instances sent, but "
@@ -438,15 +448,16 @@ class DimsePacsClient:
         timer.start()
         return timer
 
-    def _discover_sop_classes(self, keys: RetrieveKeys) -> list[str]:
-        """Ask the PACS which SOP classes a C-GET will return, to propose just those.
+    def _discover_holdings(self, keys: RetrieveKeys) -> dict[str, contexts.Holdings]:
+        """Ask the PACS what a C-GET will return, to propose just that: for each
+        series, its SOP classes and, where the PACS says, their stored syntaxes.
 
         One instance per series is enough (a series holds one kind of object in
         practice), and asking for every instance of a large series costs more
         than the retrieve itself: each series' IMAGE query is cancelled after
         its first answer. Not every PACS answers an IMAGE-level query (dcmqrscp
         needs the series UID, and omits SOP Class UID): the common classes are
-        the fallback.
+        the fallback, for a series that does not say and when no series does.
         """
         try:
             if keys.series_uid is not None:
@@ -457,19 +468,25 @@ class DimsePacsClient:
                 query.SeriesInstanceUID = ""
                 series_uids = [str(ds.SeriesInstanceUID) for ds in self._collect(query)
                                if ds.get("SeriesInstanceUID")]
-            found: set[str] = set()
-            for series_uid in series_uids:
-                query = _retrieve_identifier(RetrieveKeys(keys.study_uid, series_uid,
-                                                          keys.instance_uid))
-                query.QueryRetrieveLevel = QueryLevel.IMAGE.value
-                query.SOPClassUID = ""
-                query.SOPInstanceUID = keys.instance_uid or ""
-                found.update(str(ds.SOPClassUID) for ds in self._collect(query, first_only=True)
-                             if ds.get("SOPClassUID"))
-            return sorted(found)
+            return {series_uid: self._series_holdings(keys, series_uid)
+                    for series_uid in series_uids}
         except PacsError as exc:
             log.debug("SOP class discovery failed on '%s': %s", self._node.name, exc)
-            return []
+            return {}
+
+    def _series_holdings(self, keys: RetrieveKeys, series_uid: str) -> contexts.Holdings:
+        query = _retrieve_identifier(RetrieveKeys(keys.study_uid, series_uid, keys.instance_uid))
+        query.QueryRetrieveLevel = QueryLevel.IMAGE.value
+        query.SOPClassUID = ""
+        query.SOPInstanceUID = keys.instance_uid or ""
+        # PS3.4 C.6.1.1.5: the syntaxes the instance is available in (few PACS fill it).
+        query.AvailableTransferSyntaxUID = ""
+        holdings: dict[str, set[str]] = {}
+        for answer in self._collect(query, first_only=True):
+            if answer.get("SOPClassUID"):
+                holdings.setdefault(str(answer.SOPClassUID), set()).update(
+                    _stored_syntaxes(answer))
+        return holdings or {sop_class: set() for sop_class in contexts.COMMON_STORAGE_SOP_CLASSES}
 
     # -- errors ---------------------------------------------------------------
     def _failure(
@@ -478,6 +495,7 @@ class DimsePacsClient:
         error = failure_for_status(
             self._node.name, operation, code, our_ae_title=self._ae_title,
             store_address=self._receiver.address if self._receiver else "(no storage SCP)",
+            received=received,
         )
         if received or failed:
             error.message += f" after {received} instance(s)"
@@ -522,6 +540,20 @@ def _model(assoc: Association, models: tuple[str, ...]) -> str | None:
     """The first of ``models`` the PACS accepted, else None."""
     accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
     return next((model for model in models if model in accepted), None)
+
+
+def _stored_syntaxes(answer: Dataset) -> set[str]:
+    """Available Transfer Syntax UID, or the (0002,0010) some PACS put in C-FIND answers."""
+    syntaxes: set[str] = set()
+    for tag in (_AVAILABLE_TRANSFER_SYNTAX_UID, _TRANSFER_SYNTAX_UID):
+        value = answer[tag].value if tag in answer else None
+        values = value if isinstance(value, MultiValue | list) else [value]
+        syntaxes.update(str(syntax) for syntax in values if syntax)
+    return syntaxes
+
+
+_AVAILABLE_TRANSFER_SYNTAX_UID = 0x00083002
+_TRANSFER_SYNTAX_UID = 0x00020010
 
 
 def _needs_patient_id(query: Dataset) -> bool:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 
-from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys
+from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
 
 __all__ = ["PacsClient", "StoreOutcome", "StoreRequest"]
 
@@ -70,12 +70,15 @@ class PacsClient(Protocol):
         ...
 
     def retrieve(
-        self, keys: RetrieveKeys, *, sop_class_uids: Sequence[str] = ()
+        self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         """C-GET or C-MOVE the instances under ``keys``, yielding each as it arrives.
 
-        ``sop_class_uids`` are the storage SOP classes expected, when known: C-GET
-        must propose them as presentation contexts up front.
+        ``report``, when given, is filled in once the PACS has ended the
+        retrieve: what it counted against what arrived (see ``RetrieveReport``).
+
+        A C-GET client finds out itself which SOP classes (and stored transfer
+        syntaxes) to propose: no caller knows them before the PACS is asked.
         """
         ...
 

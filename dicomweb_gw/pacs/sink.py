@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.model import RetrievedInstance, RetrieveReport
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
 
 __all__ = ["InstanceSink", "instance_from_store_event"]
@@ -23,9 +23,12 @@ STORE_REFUSED = 0xA700
 
 
 class InstanceSink:
-    def __init__(self, channel: Channel[RetrievedInstance]) -> None:
+    def __init__(self, channel: Channel[RetrievedInstance],
+                 report: RetrieveReport | None = None) -> None:
         self.channel = channel
         self.received = 0
+        #: Filled in when the PACS ends the retrieve with Success (see ``finished``).
+        self.report = report
         self.last_activity = time.monotonic()
         self._arrival = threading.Condition()
 
@@ -45,6 +48,25 @@ class InstanceSink:
             self._arrival.notify_all()
         self.last_activity = time.monotonic()
         return STORE_SUCCESS
+
+    def finished(self, *, reported: int | None, failed: int) -> None:
+        """A final Success, with its counts, for the caller's completeness check.
+
+        A retrieve split over several C-GETs (one per group of series) ends
+        once per C-GET: the counts add up, and one that left them out makes
+        the total unknown.
+        """
+        report = self.report
+        if report is None:
+            return
+        if not report.succeeded:
+            report.reported = reported
+        elif report.reported is not None:
+            report.reported = None if reported is None else report.reported + reported
+        report.succeeded = True
+        report.failed += failed
+        with self._arrival:
+            report.received = self.received
 
     def wait_for(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` instances have been delivered; False on timeout.

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.associations import MAX_PDU
-from dicomweb_gw.pacs.contexts import VERIFICATION
+from dicomweb_gw.pacs.contexts import ACCEPTED_SYNTAXES, VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 
@@ -37,15 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["MoveReceiver", "QuicklyCopiedContexts"]
 
 log = logging.getLogger(__name__)
-#: pynetdicom, as acceptor, picks the first of *our* syntaxes that the PACS
-#: proposes. A PACS proposes the syntax a file is stored in (plus uncompressed
-#: fallbacks), so compressed syntaxes come first to receive instances as stored,
-#: and Implicit VR LE, which every PACS proposes, comes last.
-_UNCOMPRESSED_LAST = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-                      "1.2.840.10008.1.2")
-_PREFERRED_SYNTAXES = [
-    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in _UNCOMPRESSED_LAST), *_UNCOMPRESSED_LAST
-]
 
 
 class MoveReceiver:
@@ -75,9 +66,11 @@ class MoveReceiver:
     def start(self) -> None:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = MAX_PDU
+        # Every storage class, every syntax pydicom knows, uncompressed last (see
+        # ACCEPTED_SYNTAXES): a PACS proposes what it stores, and we take that.
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
-                ae.add_supported_context(context.abstract_syntax, _PREFERRED_SYNTAXES)
+                ae.add_supported_context(context.abstract_syntax, list(ACCEPTED_SYNTAXES))
         ae.add_supported_context(VERIFICATION)
         server = ae.start_server(
             (self._host, self._port),
@@ -119,6 +112,13 @@ class MoveReceiver:
             return STORE_REFUSED
         return expected[1].deliver(instance)
 
+    def abandon(self, msg_id: int, error: Exception) -> None:
+        """End our move ``msg_id`` with ``error``: its client gets it after what it has."""
+        with self._lock:
+            expected = self._expected.get(msg_id)
+        if expected is not None:
+            expected[1].channel.finish(error)
+
     def _on_store(self, event: Any) -> int:
         instance = instance_from_store_event(event)
         msg_id = event.request.MoveOriginatorMessageID
@@ -142,11 +142,9 @@ class MoveReceiver:
 
 def _matches(keys: RetrieveKeys, dataset: Any) -> bool:
     """Does an instance belong to the study/series/instance a move asked for?"""
-    if str(dataset.get("StudyInstanceUID", "")) != keys.study_uid:
-        return False
-    if keys.series_uid is not None and str(dataset.get("SeriesInstanceUID", "")) != keys.series_uid:
-        return False
-    return keys.instance_uid is None or str(dataset.get("SOPInstanceUID", "")) == keys.instance_uid
+    return keys.covers(str(dataset.get("StudyInstanceUID", "")),
+                       str(dataset.get("SeriesInstanceUID", "")),
+                       str(dataset.get("SOPInstanceUID", "")))
 
 
 class QuicklyCopiedContexts(list[PresentationContext]):
