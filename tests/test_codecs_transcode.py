@@ -26,7 +26,6 @@ from dicomweb_gw.codecs.frames import FrameInfo, FrameReader
 from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.codecs.transcode import (
     ENCODABLE,
-    FrameCache,
     SampleFormat,
     TranscodeError,
     encode_frame,
@@ -371,24 +370,20 @@ def test_instances_accept_encodable_and_as_stored_preferences() -> None:
 
 
 def test_instances_unproducible_syntax_is_406_listing_the_options() -> None:
-    with pytest.raises(NotAcceptable) as raised:
-        negotiate_instances('multipart/related; type="application/dicom"; '
-                            f"transfer-syntax={uid.MPEG2MPML}")
-    assert uid.JPEG2000Lossless in raised.value.message
-    assert "transfer-syntax=*" in raised.value.message
+    """MPEG-2 can only be sent as stored: an instance stored otherwise is refused."""
+    selection = negotiate_instances('multipart/related; type="application/dicom"; '
+                                    f"transfer-syntax={uid.MPEG2MPML}")
+    assert selection.candidates(uid.ExplicitVRLittleEndian) == []
+    message = selection.refusal("1.2.3", uid.ExplicitVRLittleEndian)
+    assert uid.JPEG2000Lossless in message
+    assert "transfer-syntax=*" in message
 
 
-# -- the frame cache ------------------------------------------------------------------
-
-
-def test_frame_cache_is_an_lru_bounded_in_bytes() -> None:
-    cache = FrameCache(max_bytes=400)
-    for number in range(1, 5):
-        cache.put("1.2.3", number, uid.JPEGLSLossless, bytes([number]) * 100)
-    assert cache.get("1.2.3", 1, uid.JPEGLSLossless) is not None  # now most recent
-    cache.put("1.2.3", 5, uid.JPEGLSLossless, b"5" * 100)
-    assert cache.get("1.2.3", 2, uid.JPEGLSLossless) is None  # least recently used
-    assert cache.get("1.2.3", 1, uid.JPEGLSLossless) == b"\x01" * 100
-    assert cache.get("1.2.3", 1, uid.RLELossless) is None  # keyed by target too
-    cache.put("1.2.3", 6, uid.JPEGLSLossless, b"x" * 101)  # > a quarter: not kept
-    assert cache.get("1.2.3", 6, uid.JPEGLSLossless) is None
+def test_octet_stream_with_the_stored_syntax_is_sent_as_stored() -> None:
+    """JPEG baseline cannot be encoded, but frames stored in it are sent as they are."""
+    choice = choose_pixels(_request((OCTET, uid.JPEGBaseline8Bit)), uid.JPEGBaseline8Bit,
+                           "image/jpeg")
+    assert (choice.action, choice.transfer_syntax) == ("stored", uid.JPEGBaseline8Bit)
+    with pytest.raises(NotAcceptable):
+        choose_pixels(_request((OCTET, uid.JPEGBaseline8Bit)), uid.JPEG2000Lossless,
+                      "image/jp2")

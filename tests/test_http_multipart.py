@@ -112,3 +112,32 @@ def test_standard_library_mime_parser_reads_the_body() -> None:
     payloads = [part.get_payload(decode=True) for part in message.iter_parts()]
     assert payloads == [b'{"a": 1}', b"[1, 2]"]
     assert not message.defects
+
+
+def test_multipart_type_is_the_bare_media_type_without_transfer_syntax() -> None:
+    """PS3.18 8.7.3.5.1: ``type`` is a media type name; each part carries its own syntax."""
+    syntax = "1.2.840.10008.1.2.4.50"
+    writer = MultipartWriter(f"image/jpeg; transfer-syntax={syntax}")
+    assert writer.content_type == (
+        f'multipart/related; type="image/jpeg"; boundary={writer.boundary}')
+    [(headers, _)] = split_strictly(writer.boundary, body_of(
+        writer, [(f"image/jpeg; transfer-syntax={syntax}", (b"\xff\xd8",))]))
+    assert headers["Content-Type"] == f"image/jpeg; transfer-syntax={syntax}"
+
+
+def test_part_content_location() -> None:
+    writer = MultipartWriter("application/dicom")
+    url = "http://gw.example/dicom-web/studies/1.2/series/1.3/instances/1.4"
+    body = b"".join(writer.part("application/dicom", (b"x",), location=url)) + writer.close()
+    [(headers, payload)] = split_strictly(writer.boundary, body)
+    assert headers["Content-Location"] == url
+    assert payload == b"x"
+    unlocated = b"".join(writer.part("application/dicom", (b"x",))) + writer.close()
+    assert b"Content-Location" not in unlocated
+
+
+def test_content_location_is_ascii_even_from_a_non_ascii_forwarded_host() -> None:
+    writer = MultipartWriter("application/dicom")
+    head = next(writer.part("application/dicom", (b"x",),
+                            location="http://bücher.example/a b/studies/1.2"))
+    assert b"Content-Location: http://b%C3%BCcher.example/a%20b/studies/1.2\r\n" in head

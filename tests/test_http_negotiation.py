@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from dicomweb_gw.dicomweb.selection import FrameOption
 from dicomweb_gw.errors import BadRequest, NotAcceptable
-from dicomweb_gw.http.negotiation import negotiate_instances, negotiate_search, parse_accept
+from dicomweb_gw.http.negotiation import (
+    negotiate_instances,
+    negotiate_pixels,
+    negotiate_search,
+    parse_accept,
+)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -96,6 +102,28 @@ def test_malformed_headers_are_bad_requests(header: str) -> None:
         parse_accept(header)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "toto, application/dicom+json",
+        "application/dicom+json, toto",
+        "application/json junk, application/dicom+json",
+        "application/dicom+json;; x=y, application/dicom+json",
+        "application/dicom+json; q=2, application/dicom+json; q=0.5",
+    ],
+)
+def test_junk_ranges_beside_a_valid_one_are_skipped(header: str) -> None:
+    ranges = parse_accept(header)
+    assert [r.essence for r in ranges] == ["application/dicom+json"]
+    negotiate_search(header)  # no BadRequest: the valid range is served
+
+
+def test_unterminated_quote_swallows_the_rest_of_the_header() -> None:
+    # Where the quote was meant to end is unknown: what follows it is not trusted.
+    with pytest.raises(BadRequest):
+        parse_accept('application/dicom+json; a="x, application/json')
+
+
 def test_unterminated_quote_is_a_bad_request() -> None:
     with pytest.raises(BadRequest):
         parse_accept('multipart/related; type="application/dicom')
@@ -148,8 +176,7 @@ def test_instances_as_stored(accept: str) -> None:
     [
         "image/png",
         "image/jpeg, application/dicom+json",
-        f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_BASELINE}',
-        f'multipart/related; type="application/dicom; transfer-syntax={JPEG_BASELINE}"',
+        'multipart/related; type="application/dicom"; transfer-syntax=garbage',
         'multipart/related; type="application/octet-stream"',
         'multipart/related; type="image/jpeg"',
         'multipart/related; type="application/dicom"; q=0',
@@ -163,6 +190,35 @@ def test_instances_not_acceptable(accept: str) -> None:
     # the 406 tells the client what it could have asked for
     assert "application/dicom" in caught.value.message
     assert EXPLICIT_LE in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_BASELINE}',
+        f'multipart/related; type="application/dicom; transfer-syntax={JPEG_BASELINE}"',
+        f"multipart/related; type=application/dicom; transfer-syntax={JPEG_BASELINE}, toto",
+    ],
+)
+def test_instances_syntax_the_gateway_cannot_encode_is_accepted_provisionally(
+        accept: str) -> None:
+    """Only an instance stored in it can be sent: decided once each instance is known."""
+    selection = negotiate_instances(accept)
+    assert selection.provisional
+    assert selection.candidates(JPEG_BASELINE) == [JPEG_BASELINE]
+    assert selection.candidates(EXPLICIT_LE) == []
+    refusal = selection.refusal("1.2.3", EXPLICIT_LE)
+    assert JPEG_BASELINE in refusal
+    assert "transfer-syntax=*" in refusal
+
+
+def test_instances_with_an_encodable_fallback_are_not_provisional() -> None:
+    accept = (f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_BASELINE}, '
+              'multipart/related; type="application/dicom"; q=0.5')
+    selection = negotiate_instances(accept)
+    assert not selection.provisional
+    assert selection.candidates(JPEG_BASELINE) == [JPEG_BASELINE, EXPLICIT_LE]
+    assert selection.candidates(EXPLICIT_LE) == [EXPLICIT_LE]
 
 
 def test_instances_fall_through_to_a_later_acceptable_range() -> None:
@@ -215,7 +271,6 @@ def test_search_acceptable(accept: str | None) -> None:
     "accept",
     [
         "image/png",
-        "multipart/related; type=application/dicom+xml",
         "application/dicom+xml",
         "text/*",
         "application/dicom+json;q=0",
@@ -229,3 +284,18 @@ def test_search_not_acceptable(accept: str) -> None:
 def test_search_malformed_accept_is_bad_request() -> None:
     with pytest.raises(BadRequest):
         negotiate_search("application/dicom+json; q=x")
+
+
+# -- negotiate_pixels -------------------------------------------------------------
+
+
+def test_pixels_multipart_of_any_type_is_octet_stream() -> None:
+    """dicomweb-client asks frames with ``multipart/related; type="*/*"``."""
+    request = negotiate_pixels('multipart/related; type="*/*"')
+    assert request.multipart
+    assert request.options == (FrameOption("application/octet-stream", None),)
+
+
+def test_pixels_junk_type_is_skipped_not_a_bad_request() -> None:
+    request = negotiate_pixels('multipart/related; type="x y", multipart/related; type=image/jls')
+    assert request.options == (FrameOption("image/jls", None),)

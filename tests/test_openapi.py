@@ -143,3 +143,16 @@ def test_every_pacs_operation_documents_json_errors(spec: dict[str, Any]) -> Non
                 name = response["$ref"].rsplit("/", 1)[1]
                 body = spec["components"]["responses"][name]["content"]["application/json"]
                 assert body["schema"] == error
+
+
+def test_metadata_and_search_offer_dicom_xml(spec: dict[str, Any]) -> None:
+    """PS3.18 10.4.4 and 10.6.3: multipart DICOM XML is required beside DICOM JSON."""
+    xml = 'multipart/related; type="application/dicom+xml"'
+    paths = [path for path in spec["paths"]
+             if path.endswith(("/metadata", "/studies", "/series", "/instances"))]
+    assert len(paths) == 2 * (3 + 6)  # /dicom-web and /pacs/{pacs}/dicom-web: metadata, QIDO
+    for path in paths:
+        content = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        assert {"application/dicom+json", xml} <= set(content), path
+        single = path.endswith("{instance}/metadata")
+        assert ("application/dicom+xml" in content) is single, path

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.codecs.transcode import FrameCache, SampleFormat, encode_frame, sample_format
 from dicomweb_gw.dicomweb.selection import PixelChoice, PixelRequest, choose_pixels
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
-from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part
+from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part, instance_path
 from dicomweb_gw.errors import NotAcceptable, NotFound
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
@@ -66,6 +66,17 @@ class PixelService:
         self._converted = FrameCache(frame_cache_bytes)
 
     async def frames(
+        self, pacs: PacsClient, keys: RetrieveKeys, numbers: Sequence[int], request: PixelRequest
+    ) -> list[Part]:
+        """The frames ``numbers``, each part located at its frame resource."""
+        parts = await self._frames(pacs, keys, numbers, request)
+        assert keys.series_uid is not None
+        assert keys.instance_uid is not None
+        instance = instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)
+        return [replace(part, location=f"{instance}/frames/{number}")
+                for part, number in zip(parts, numbers, strict=True)]
+
+    async def _frames(
         self, pacs: PacsClient, keys: RetrieveKeys, numbers: Sequence[int], request: PixelRequest
     ) -> list[Part]:
         # The warm path (the viewer's frame after frame) in one thread hop:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydicom import uid
 
 from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, part_content_type
-from dicomweb_gw.codecs.transcode import ENCODABLE, can_decode
+from dicomweb_gw.codecs.transcode import ENCODABLE, can_decode, producible
 from dicomweb_gw.errors import NotAcceptable
 
 __all__ = [
@@ -60,19 +60,41 @@ class InstanceSelection:
     """What the client accepts for each instance.
 
     ``transfer_syntax`` is the client's first choice the gateway can produce
-    for any instance (None: as stored). ``choices`` are all acceptable
-    syntaxes in the client's order of preference, including ones producible
-    only for instances stored in them; empty means just ``transfer_syntax``.
+    for any instance (None: as stored); if it accepts none such, its first
+    choice, and the selection is ``provisional``. ``choices`` are all
+    acceptable syntaxes in the client's order of preference, including ones
+    producible only for instances stored in them; empty means just
+    ``transfer_syntax``.
     """
 
     transfer_syntax: str | None = uid.ExplicitVRLittleEndian
     choices: tuple[str | None, ...] = ()
 
+    @property
+    def accepted(self) -> tuple[str | None, ...]:
+        return self.choices or (self.transfer_syntax,)
+
+    @property
+    def provisional(self) -> bool:
+        """True when no accepted syntax can be produced from every stored one
+        (all are syntaxes the gateway does not encode, a lossy JPEG say):
+        whether an instance can be sent is known only from its stored syntax."""
+        return not any(c is None or c in ENCODABLE for c in self.accepted)
+
     def candidates(self, stored_syntax: str) -> list[str | None]:
         """Targets for an instance stored in ``stored_syntax``, best first; the
-        later ones are fallbacks for when an encoder refuses the pixel data."""
-        choices = self.choices or (self.transfer_syntax,)
-        return [c for c in choices if c is None or c == stored_syntax or c in ENCODABLE]
+        later ones are fallbacks for when an encoder refuses the pixel data.
+        Empty: the instance cannot be sent in any accepted syntax."""
+        return [c for c in self.accepted if c is None or c == stored_syntax or c in ENCODABLE]
+
+    def refusal(self, sop_instance_uid: str, stored_syntax: str) -> str:
+        """Why an instance stored in ``stored_syntax`` cannot be sent (its candidates are empty)."""
+        accepted = ", ".join(str(c) for c in self.accepted)
+        offers = ", ".join(producible(stored_syntax))
+        return (f"instance {sop_instance_uid} is stored as {uid.UID(stored_syntax).name} "
+                f"({stored_syntax}); the accepted transfer syntaxes ({accepted}) can only be "
+                "sent for instances stored in them, as the gateway does not encode them; ask "
+                f"with transfer-syntax=* to get it as stored, or one of: {offers}")
 
 
 @dataclass(frozen=True)
@@ -120,9 +142,10 @@ def choose_pixels(request: PixelRequest, stored_syntax: str, stored_media_type: 
         if option.media_type == stored_media_type and wanted in (None, "*", stored_syntax):
             return PixelChoice("stored", stored_syntax)
         if option.media_type == _OCTET:
-            if wanted == "*" and stored_media_type is not None:
-                # OHIF's "transfer-syntax=*": any syntax, so the stored one,
-                # labelled with its own media type.
+            if wanted in ("*", stored_syntax) and stored_media_type is not None:
+                # OHIF's "transfer-syntax=*": any syntax, so the stored one;
+                # or exactly the stored one (JPEG baseline, say, which the
+                # gateway cannot encode). Labelled with its own media type.
                 return PixelChoice("stored", stored_syntax)
             if native_stored and wanted == uid.ImplicitVRLittleEndian:
                 return PixelChoice("stored", stored_syntax)  # both little endian: same bytes

@@ -12,19 +12,28 @@ from pydicom import uid
 from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.codecs.transcode import TranscodeError, producible, transcode_instance
+from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.dicomweb.selection import InstanceSelection
 from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
 from dicomweb_gw.errors import GatewayError
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
-__all__ = ["InstanceSelection", "Part", "WadoService"]
+__all__ = ["InstanceSelection", "Part", "WadoService", "instance_path"]
 
 
 @dataclass(frozen=True, slots=True)
 class Part:
     content_type: str
     chunks: tuple[bytes, ...]
+    #: The resource the part is, relative to the DICOMweb base (``studies/…/instances/…``):
+    #: its Content-Location (PS3.18 8.6.1.2), once the HTTP layer prefixes the base URL.
+    location: str | None = None
+
+
+def instance_path(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+    """An instance's resource path, relative to the DICOMweb base."""
+    return f"studies/{study_uid}/series/{series_uid}/instances/{sop_instance_uid}"
 
 
 EVICTED_MESSAGE = ("an instance was evicted from the cache while being served (the cache is "
@@ -53,22 +62,34 @@ class WadoService:
         self, pacs: PacsClient, keys: RetrieveKeys, selection: InstanceSelection
     ) -> AsyncGenerator[Part, None]:
         async with aclosing(self._source.instances(pacs, keys)) as landed:
+            if selection.provisional:
+                # Whether each instance can be sent depends on its stored syntax
+                # alone: know them all before the first part, so that a refusal
+                # is a 406 rather than a multipart stream broken off midway.
+                items = [item async for item in landed]
+                _check_sendable(items, selection)
+                for item in items:
+                    yield await self._part(item, selection)
+                return
             async for item in landed:
-                yield await self._part(item.handle, selection)
+                yield await self._part(item, selection)
 
-    async def _part(self, handle: object, selection: InstanceSelection) -> Part:
+    async def _part(self, item: Landed, selection: InstanceSelection) -> Part:
+        handle = item.handle
+        location = instance_path(item.study_uid, item.series_uid, item.sop_instance_uid)
         stored = _stored_syntax(handle)
         targets = selection.candidates(stored)
         try:
             if isinstance(handle, CachedInstance) and targets[:1] in ([None], [stored]):
                 # The cache file is already the Part 10 file to send: no parsing at all.
                 body = await anyio.Path(handle.path).read_bytes()
-                return Part(_content_type(stored), (body,))
+                return Part(_content_type(stored), (body,), location)
             instance = await anyio.to_thread.run_sync(as_retrieved, handle)
         except FileNotFoundError:
             raise CacheEvicted(EVICTED_MESSAGE) from None
         converted = await self._convert(instance, targets)
-        return Part(_content_type(converted.transfer_syntax_uid), part10_chunks(converted))
+        return Part(_content_type(converted.transfer_syntax_uid), part10_chunks(converted),
+                    location)
 
     async def _convert(
         self, instance: RetrievedInstance, targets: list[str | None]
@@ -93,6 +114,14 @@ class WadoService:
             f"ask with transfer-syntax=* to get it as stored (the gateway can produce: "
             f"{available})"
         )
+
+
+def _check_sendable(items: list[Landed], selection: InstanceSelection) -> None:
+    """406 if an instance cannot be sent in any syntax ``selection`` accepts."""
+    for item in items:
+        stored = _stored_syntax(item.handle)
+        if not selection.candidates(stored):
+            raise ConversionFailed(selection.refusal(item.sop_instance_uid, stored))
 
 
 def _stored_syntax(handle: object) -> str:

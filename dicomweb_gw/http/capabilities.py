@@ -52,6 +52,8 @@ class Transaction:
 
 
 _SEARCH = ("attributeID", "includefield", "fuzzymatching", "limit", "offset")
+#: Metadata and search results: DICOM JSON, or DICOM XML one data set per part.
+_DICOM_MODEL_TYPES = ("application/dicom+json", _multipart("application/dicom+xml"))
 _FRAME_TYPES = tuple(_multipart(t) for t in ("application/octet-stream", "image/jpeg",
                                               "image/jls", "image/jp2", "image/jphc",
                                               "image/dicom-rle"))
@@ -60,15 +62,15 @@ _CAPABILITIES = Transaction("Capabilities (PS3.18 10.8)", (WADL, _JSON), ("accep
 #: Endpoint name -> transaction: DicomWebApi's methods, WadoUri's and our own.
 TRANSACTIONS: dict[str, Transaction] = {
     "search_studies": Transaction("Search for studies (QIDO-RS, PS3.18 10.6)",
-                                  ("application/dicom+json",), _SEARCH),
+                                  _DICOM_MODEL_TYPES, _SEARCH),
     "search_series": Transaction("Search for series (QIDO-RS, PS3.18 10.6)",
-                                 ("application/dicom+json",), _SEARCH),
+                                 _DICOM_MODEL_TYPES, _SEARCH),
     "search_instances": Transaction("Search for instances (QIDO-RS, PS3.18 10.6)",
-                                    ("application/dicom+json",), _SEARCH),
+                                    _DICOM_MODEL_TYPES, _SEARCH),
     "retrieve": Transaction("Retrieve instances (WADO-RS, PS3.18 10.4)",
                             (_multipart("application/dicom"),), ("accept",)),
     "metadata": Transaction("Retrieve metadata (WADO-RS, PS3.18 10.4)",
-                            ("application/dicom+json",), ("accept",)),
+                            _DICOM_MODEL_TYPES, ("accept",)),
     "frames": Transaction("Retrieve frames (WADO-RS, PS3.18 10.4)",
                           (*_FRAME_TYPES, "application/octet-stream"), ("accept",)),
     "bulkdata": Transaction("Retrieve bulk data (WADO-RS, PS3.18 10.4)",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
+import anyio
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicomweb_gw.codecs.frames import parse_frame_list
+from dicomweb_gw.dicomweb import dicomxml
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
 from dicomweb_gw.dicomweb.pixels import PixelService
@@ -19,7 +23,7 @@ from dicomweb_gw.dicomweb.query import parse_query
 from dicomweb_gw.dicomweb.rendered import THUMBNAIL_VIEWPORT, RenderService
 from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.uids import require_uid
-from dicomweb_gw.dicomweb.wado import Part, WadoService
+from dicomweb_gw.dicomweb.wado import Part, WadoService, instance_path
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService, absolute_bulk_uris
 from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.http.baseurl import base_url
@@ -27,6 +31,7 @@ from dicomweb_gw.http.logfilter import StreamAborted
 from dicomweb_gw.http.multipart import MultipartWriter
 from dicomweb_gw.http.multipart_reader import check_stow_content_type, read_parts
 from dicomweb_gw.http.negotiation import (
+    MetadataFormat,
     negotiate_instances,
     negotiate_metadata,
     negotiate_pixels,
@@ -83,7 +88,7 @@ class DicomWebApi:
         return await self._search(request, QueryLevel.IMAGE)
 
     async def _search(self, request: Request, level: QueryLevel) -> Response:
-        negotiate_search(_accept(request))
+        wanted = negotiate_search(_accept(request))
         pinned = {}
         for param, keyword, tag in _PATH_UIDS:
             if param in request.path_params:
@@ -92,8 +97,11 @@ class DicomWebApi:
         no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
         result = await self._qido.search(self.pacs, query,
                                          base_url=base_url(request, self.prefix), fresh=no_cache)
+        headers = _warning_header(result.warnings)
+        if wanted is not MetadataFormat.JSON:
+            return await _xml_response(lambda: result.items, wanted, headers)
         return Response(dumps(result.items), media_type="application/dicom+json",
-                        headers=_warning_header(result.warnings))
+                        headers=headers)
 
     # -- WADO-RS ------------------------------------------------------------
     async def retrieve(self, request: Request) -> Response:
@@ -110,23 +118,27 @@ class DicomWebApi:
             await parts.aclose()
             raise
         writer = MultipartWriter("application/dicom")
-        return StreamingResponse(_stream(writer, first, parts, keys),
+        base = base_url(request, self.prefix)
+        return StreamingResponse(_stream(writer, first, parts, keys, base),
                                  media_type=None,
                                  headers={"Content-Type": writer.content_type})
 
     async def metadata(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
-        negotiate_metadata(_accept(request))
+        wanted = negotiate_metadata(_accept(request), single=keys.instance_uid is not None)
         body = await self._metadata.metadata(self.pacs, keys)
-        return Response(absolute_bulk_uris(body, base_url(request, self.prefix)),
-                        media_type="application/dicom+json")
+        body = absolute_bulk_uris(body, base_url(request, self.prefix))
+        if wanted is not MetadataFormat.JSON:
+            # Converted from the JSON just built, so both carry the same BulkDataURIs.
+            return await _xml_response(lambda: orjson.loads(body), wanted, {})
+        return Response(body, media_type="application/dicom+json")
 
     async def frames(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
         numbers = parse_frame_list(request.path_params["frames"])
         wanted = negotiate_pixels(_accept(request))
         parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
-        return _parts_response(parts, wanted.multipart)
+        return _parts_response(parts, wanted.multipart, base_url(request, self.prefix))
 
     async def rendered(self, request: Request) -> Response:
         keys = _retrieve_keys(request)
@@ -160,7 +172,7 @@ class DicomWebApi:
         wanted = negotiate_pixels(_accept(request))
         bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
         if isinstance(bulk, list):  # compressed pixel data: its frames
-            return _parts_response(bulk, wanted.multipart)
+            return _parts_response(bulk, wanted.multipart, base_url(request, self.prefix))
         size = bulk.location.length
         byte_range = parse_range(request.headers.get("range"), size)
         if byte_range is not None:
@@ -174,7 +186,13 @@ class DicomWebApi:
             return Response(data, media_type=bulk.content_type,
                             headers={"Accept-Ranges": "bytes"})
         writer = MultipartWriter(bulk.content_type)
-        body = b"".join(writer.part(bulk.content_type, (data,))) + writer.close()
+        assert keys.series_uid is not None
+        assert keys.instance_uid is not None
+        bulk_data_uri = (f"{base_url(request, self.prefix)}/"
+                         f"{instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)}"
+                         f"/bulkdata/{request.path_params['tags']}")
+        body = b"".join(writer.part(bulk.content_type, (data,), location=bulk_data_uri))
+        body += writer.close()
         return Response(body, headers={"Content-Type": writer.content_type})
 
 
@@ -188,31 +206,63 @@ def _warning_header(warnings: list[str]) -> dict[str, str]:
     return {"Warning": ", ".join(f'299 - "{text}"' for text in quoted)}
 
 
+async def _xml_response(datasets: Callable[[], list[dict[str, Any]]], wanted: MetadataFormat,
+                        headers: dict[str, str]) -> Response:
+    """DICOM XML: one document per data set, as multipart parts (or one bare document).
+
+    No data set is 204 (PS3.18 10.6.3.1): a multipart body needs at least one part.
+    """
+    # Loading a study's JSON and writing its documents is CPU work: off the event loop.
+    documents = await anyio.to_thread.run_sync(_native_xml_documents, datasets)
+    if not documents:
+        return Response(status_code=204, headers=headers)
+    if wanted is MetadataFormat.XML:
+        return Response(documents[0], media_type=dicomxml.MEDIA_TYPE, headers=headers)
+    writer = MultipartWriter(dicomxml.MEDIA_TYPE)
+    body = b"".join(chunk for document in documents
+                    for chunk in writer.part(dicomxml.MEDIA_TYPE, (document,)))
+    return Response(body + writer.close(),
+                    headers={**headers, "Content-Type": writer.content_type})
+
+
+def _native_xml_documents(datasets: Callable[[], list[dict[str, Any]]]) -> list[bytes]:
+    return [dicomxml.to_native_xml(dataset) for dataset in datasets()]
+
+
 def _first_frame(request: Request) -> int | None:
     """Rendered and thumbnail take one frame: the first of the list in the path."""
     frames = request.path_params.get("frames")
     return parse_frame_list(frames)[0] if frames is not None else None
 
 
-def _parts_response(parts: list[Part], multipart: bool) -> Response:
+def _parts_response(parts: list[Part], multipart: bool, base: str) -> Response:
     """Frames as one multipart body, or a bare single part when the client asked for that."""
     if not multipart and len(parts) == 1:
         return Response(parts[0].chunks[0], media_type=parts[0].content_type)
     writer = MultipartWriter(parts[0].content_type)
     body = b"".join(chunk for part in parts
-                    for chunk in writer.part(part.content_type, part.chunks))
+                    for chunk in writer.part(part.content_type, part.chunks,
+                                             location=_location(base, part)))
     return Response(body + writer.close(), headers={"Content-Type": writer.content_type})
 
 
+def _location(base: str, part: Part) -> str | None:
+    """The absolute URL of the resource a part is (its Content-Location)."""
+    return None if part.location is None else f"{base}/{part.location}"
+
+
 async def _stream(
-    writer: MultipartWriter, first: Part, rest: AsyncGenerator[Part, None], keys: RetrieveKeys
+    writer: MultipartWriter, first: Part, rest: AsyncGenerator[Part, None], keys: RetrieveKeys,
+    base: str,
 ) -> AsyncIterator[bytes]:
     async with aclosing(rest):
-        for chunk in writer.part(first.content_type, first.chunks):
+        for chunk in writer.part(first.content_type, first.chunks,
+                                 location=_location(base, first)):
             yield chunk
         try:
             async for part in rest:
-                for chunk in writer.part(part.content_type, part.chunks):
+                for chunk in writer.part(part.content_type, part.chunks,
+                                         location=_location(base, part)):
                     yield chunk
         except GatewayError as exc:
             log.warning("retrieve of %s broke off mid-stream: %s", keys.describe(), exc.message)

@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from dicomweb_gw.http.capabilities import capabilities_routes
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.wado_uri import wado_uri_route
 from dicomweb_gw.pacs.protocol import PacsClient
 
-__all__ = ["dicomweb_routes", "mount_point", "node_routes"]
+__all__ = ["SharedPathRoute", "dicomweb_routes", "mount_point", "node_routes", "share_allow"]
+
+
+class SharedPathRoute(Route):
+    """A Route whose 405 names every method served at the request's path.
+
+    Starlette answers a wrong method from the first route whose path matches,
+    so ``PUT /studies`` said ``Allow: GET, HEAD`` although POST (STOW) is
+    served there too; RFC 9110 15.5.6 wants the resource's methods.
+    """
+
+    neighbours: tuple[Route, ...] = ()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            raise HTTPException(status_code=405, headers={"Allow": self.allowed(scope)})
+        await super().handle(scope, receive, send)
+
+    def allowed(self, scope: Scope) -> str:
+        methods = set(self.methods or ())
+        for route in self.neighbours:
+            if route.methods and route.matches(scope)[0] is not Match.NONE:
+                methods |= route.methods
+        return ", ".join(sorted(methods))
+
+
+def share_allow(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """``routes`` with each Route made a SharedPathRoute that sees the others."""
+    shared = [SharedPathRoute(route.path, route.endpoint, methods=route.methods, name=route.name)
+              if isinstance(route, Route) else route for route in routes]
+    neighbours = tuple(route for route in shared if isinstance(route, Route))
+    for route in neighbours:
+        if isinstance(route, SharedPathRoute):
+            route.neighbours = neighbours
+    return shared
 
 
 def mount_point(node_name: str | None) -> str:
@@ -45,7 +81,7 @@ def dicomweb_routes(api: DicomWebApi) -> Mount:
                      instance + "/frames/{frames}"):
         routes.append(Route(resource + "/rendered", api.rendered, methods=["GET"]))
         routes.append(Route(resource + "/thumbnail", api.thumbnail, methods=["GET"]))
-    return Mount(api.prefix, routes=routes)
+    return Mount(api.prefix, routes=share_allow(routes))
 
 
 def node_routes(mount: Mount, pacs: PacsClient, services: Services,
