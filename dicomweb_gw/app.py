@@ -151,7 +151,7 @@ class Gateway:
                     f"cannot listen for C-MOVE on port {self.settings.store_port} "
                     f"(DICOMWEB_GW_STORE_PORT): {exc.strerror}") from None
             if self.routing is not None:
-                self.routing.start(self.receiver.deliver)
+                self.routing.start(self.receiver.deliver, self.receiver.abandon)
         self._started = True
 
     async def stop(self) -> None:
@@ -276,9 +276,14 @@ def _readyz_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response
                 failures[name] = exc.message
 
         await asyncio.gather(*(check(n, c) for n, c in gateway.clients.items()))
-        status = 503 if failures else 200
-        body = {"status": "unavailable" if failures else "ready",
-                "pacs": {name: failures.get(name, "ok") for name in gateway.clients}}
+        # A dead move router loses every C-MOVE instance that lands on another replica.
+        routing = gateway.routing.problem if gateway.routing is not None else None
+        status = 503 if failures or routing else 200
+        body: dict[str, object] = {
+            "status": "unavailable" if status == 503 else "ready",
+            "pacs": {name: failures.get(name, "ok") for name in gateway.clients}}
+        if gateway.routing is not None:
+            body["move_routing"] = routing or "ok"
         return Response(dumps(body), status_code=status, media_type="application/json")
 
     return readyz

@@ -8,6 +8,11 @@ opened once, appended to and created readable by its owner and group only.
 
 Lines are handed to a writer thread through a queue: a slow disk never holds
 up the event loop, and no line is dropped while the queue waits for it.
+
+A file is reopened when its path no longer names the file being written (as
+``logging.handlers.WatchedFileHandler`` does): after ``logrotate`` renames or
+deletes it, new lines go to a new file at the configured path, so rotation
+needs no ``copytruncate`` (which loses the lines written during the copy).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class AuditLog:
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._reopen_failing = False
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +90,28 @@ class AuditLog:
                                 f"{exc.strerror or exc}") from None
         return os.fdopen(fd, "a", encoding="utf-8"), True
 
+    def _reopened_if_moved(self, stream: TextIO) -> TextIO:
+        """``stream``, or the file now at the configured path if ours was renamed or
+        deleted. One ``stat`` per batch of lines: cheap next to the write."""
+        written = os.fstat(stream.fileno())
+        try:
+            current = os.stat(self.target)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (written.st_dev,
+                                                                          written.st_ino):
+            return stream
+        try:
+            reopened, _ = self._open()
+        except SettingsError as exc:  # the moved file still takes lines: better than losing them
+            if not self._reopen_failing:  # once, not once per batch
+                log.error("%s; writing on to the file that was moved", exc)
+            self._reopen_failing = True
+            return stream
+        self._reopen_failing = False
+        stream.close()
+        return reopened
+
     def _write_lines(self, stream: TextIO, owned: bool) -> None:
         failing = False
         try:
@@ -104,6 +132,8 @@ class AuditLog:
                     else:
                         lines.append(more)
                 try:
+                    if owned:
+                        stream = self._reopened_if_moved(stream)
                     stream.writelines(lines)
                     stream.flush()
                     failing = False

@@ -50,7 +50,8 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            # exc_text when set: the patient data filter leaves the redacted traceback there.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 

@@ -8,7 +8,11 @@ only. Two kinds of line can carry it:
   /dicom-web/studies?PatientName=DOE*`` (the path holds only UIDs);
 * messages quoting a value next to its attribute, like the gateway's own
   ``PatientBirthDate '19991399' is not a valid DA value`` or a URL with a
-  query string.
+  query string;
+* exception tracebacks, whose messages quote values with no attribute next
+  to them (pydicom's ``Invalid value for VR DA: '19991399'``): every quoted
+  value in an exception's message is replaced, while the frames (file, line,
+  code) are kept, so the traceback still tells where it went wrong.
 
 ``DICOMWEB_GW_LOG_PATIENT_DATA=true`` turns the filter into a no-op. One
 filter object serves the whole process (logging is process-wide anyway):
@@ -20,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
+from types import TracebackType
 
 from pydicom.datadict import keyword_dict
 
 __all__ = ["PATIENT_DATA_FILTER", "PatientDataFilter", "install_patient_data_filter",
-           "redact", "strip_query"]
+           "redact", "redacted_traceback", "strip_query"]
 
 REDACTED = "[redacted]"
 _ACCESS_LOGGER = "uvicorn.access"
@@ -43,6 +49,15 @@ _ATTRIBUTE_VALUE = re.compile(
 _QUERY = re.compile(r"(?P<path>/[^\s?#'\"]*)\?[^\s'\"#]+")
 
 
+# A quoted value in an exception message: 'DOE^JOHN', "O'Brien", b'DOE'. Not the
+# apostrophe of "doesn't" (a letter before the quote).
+_QUOTED = re.compile(r"""(?<![A-Za-z0-9_])(?P<prefix>[bB]?)(?:'[^'\n]*'|"[^"\n]*")""")
+# The lines of a traceback that say where, not what: '  File "x.py", line 3, in f'
+# (with the code line under it), also inside an exception group's "| " margin.
+_FRAME = re.compile(r"^[ |]*File \"")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
 def strip_query(path: str) -> str:
     """``path`` without its query string, marked so the reader knows there was one."""
     bare, mark, _ = path.partition("?")
@@ -54,6 +69,20 @@ def redact(text: str) -> str:
     text = _QUERY.sub(lambda m: f"{m['path']}?{REDACTED}", text)
     return _ATTRIBUTE_VALUE.sub(
         lambda m: f"{m['key']}{m['quote']}{m['sep']}{REDACTED}", text)
+
+
+def redacted_traceback(exc_info: ExcInfo) -> str:
+    """The traceback ``logging`` would print, with the exception messages redacted: the
+    values they quote and those next to a patient attribute are replaced."""
+    kind, value, trace = exc_info
+    chunks = traceback.TracebackException(kind, value, trace, compact=True).format()
+    text = "".join(chunk if _FRAME.match(chunk) else _redact_message(chunk)
+                   for chunk in chunks)
+    return text.removesuffix("\n")
+
+
+def _redact_message(text: str) -> str:
+    return _QUOTED.sub(lambda m: f"{m['prefix']}'{REDACTED}'", redact(text))
 
 
 class PatientDataFilter(logging.Filter):
@@ -68,6 +97,9 @@ class PatientDataFilter(logging.Filter):
         if not self.redact or getattr(record, "_patient_data_redacted", False):
             return True
         record._patient_data_redacted = True  # once per record, whoever filters
+        if record.exc_info and record.exc_info[1] is not None:
+            # Formatters print exc_text when it is set (and cache it there otherwise).
+            record.exc_text = redacted_traceback(record.exc_info)
         args = record.args
         if record.name == _ACCESS_LOGGER and isinstance(args, tuple) and len(args) == 5:
             # uvicorn: (client, method, path with query, HTTP version, status). The

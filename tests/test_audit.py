@@ -252,6 +252,41 @@ def test_file_is_appended_to_and_readable_by_owner_and_group_only(tmp_path: Path
     assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0
 
 
+def _lines_of(path: Path, count: int) -> list[dict[str, Any]]:
+    """The events in ``path`` once it holds ``count`` lines (or what it holds at the deadline)."""
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            break
+        time.sleep(0.02)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("rotate", ["rename", "delete"])
+def test_file_moved_away_by_logrotate_is_reopened_at_the_configured_path(
+    tmp_path: Path, rotate: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    rotated = tmp_path / "audit.jsonl.1"
+    audit = AuditLog(str(path))
+    audit.start()
+    try:
+        audit.write({"n": 1})
+        assert _lines_of(path, 1) == [{"n": 1}]
+        if rotate == "rename":
+            path.rename(rotated)  # logrotate without copytruncate
+        else:
+            path.unlink()
+        audit.write({"n": 2})
+        audit.write({"n": 3})
+        assert _lines_of(path, 2) == [{"n": 2}, {"n": 3}]
+    finally:
+        audit.close()
+    if rotate == "rename":
+        assert _lines_of(rotated, 1) == [{"n": 1}]
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0
+
+
 def test_stdout_target(capsys: pytest.CaptureFixture[str]) -> None:
     audit = AuditLog("stdout")
     audit.start()

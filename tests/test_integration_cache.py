@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -19,12 +19,13 @@ import pydicom
 import pytest
 
 from corpus import Corpus
+from dicomweb_gw.cache._files import TEMP_PREFIX
 from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.settings import PacsNode
 from gateway_fixtures import RunningGateway, make_settings, node_for, running_gateway
 from multipart_helpers import parse_multipart
-from pacs_fixtures import RunningPacs, free_port
+from pacs_fixtures import RunningPacs, free_port, wait_until
 
 pytestmark = pytest.mark.pacs
 DICOM_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -144,28 +145,24 @@ def test_a_cache_too_small_still_serves_everything(orthanc_pacs: RunningPacs, co
 
 
 def test_sigkill_during_a_retrieve_leaves_only_whole_instances(
-    orthanc_pacs: RunningPacs, corpus: Corpus, tmp_path: Path
+    orthanc_pacs: RunningPacs, corpus: Corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     study = corpus.study("big_ct")
     cache = tmp_path / "cache"
     port = free_port()
+    log_path = tmp_path / "gateway.log"
     env = dict(os.environ, DICOMWEB_GW_PACS_HOST=orthanc_pacs.host,
                DICOMWEB_GW_PACS_PORT=str(orthanc_pacs.port),
                DICOMWEB_GW_PACS_AE_TITLE=orthanc_pacs.ae_title, DICOMWEB_GW_RETRIEVE="c-get",
                DICOMWEB_GW_CACHE_DIR=str(cache), DICOMWEB_GW_STORE_PORT=str(free_port()))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb_gw", "-q", "serve", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log_path.open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "dicomweb_gw", "-q", "serve", "--port", str(port)], env=env,
+            stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.1)
+        wait_until(lambda: _answers(f"{base}/healthz"), name="gateway", what="/healthz",
+                   process=server, log_path=log_path, timeout=20)
         with httpx.stream("GET", f"{base}/dicom-web/studies/{study.study_uid}",
                           headers={"Accept": DICOM_AS_STORED}, timeout=60) as response:
             received = 0
@@ -177,7 +174,18 @@ def test_sigkill_during_a_retrieve_leaves_only_whole_instances(
     finally:
         server.kill()
         server.wait()
-    store = DiskInstanceStore(cache / "default", 10**10)
+    # What the crash left, looked at before the store's start-up repair deletes anything:
+    # a file under its final name must be whole; a write cut short is only ever a temp file.
+    originals = {i.sop_instance_uid: pydicom.dcmread(i.path).PixelData for i in study.instances}
+    for path in _instance_files(cache):
+        dataset = pydicom.dcmread(path)
+        assert dataset.PixelData == originals[dataset.SOPInstanceUID], f"{path} is not whole"
+    # A write cut short, for sure (SIGKILL mid-write leaves one only sometimes).
+    _plant_cut_short_write(cache / "default", study.instances[-1].path)
+    temps = _temp_files(cache)
+
+    with caplog.at_level(logging.WARNING, logger="dicomweb_gw.cache"):
+        store = DiskInstanceStore(cache / "default", 10**10)
     try:
         stats = store.stats()
         assert 0 < stats.instances < 100
@@ -186,11 +194,37 @@ def test_sigkill_during_a_retrieve_leaves_only_whole_instances(
             if cached is None:
                 continue
             dataset = pydicom.dcmread(cached.path)
-            assert dataset.PixelData == pydicom.dcmread(instance.path).PixelData
-        leftovers = [p for p in cache.rglob("*") if p.is_file() and ".tmp" in p.name]
-        assert leftovers == []
+            assert dataset.PixelData == originals[instance.sop_instance_uid]
+        repairs = [r.getMessage() for r in caplog.records if "repaired" in r.getMessage()]
+        assert len(repairs) == 1
+        assert f": {len(temps)} temp files" in repairs[0]
+        assert _temp_files(cache) == []
     finally:
         store.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _temp_files(cache: Path) -> list[Path]:
+    return [path for path in cache.rglob(f"{TEMP_PREFIX}*") if path.is_file()]
+
+
+def _instance_files(cache: Path) -> list[Path]:
+    return [path for path in cache.rglob("*.dcm")
+            if path.is_file() and not path.name.startswith(TEMP_PREFIX)]
+
+
+def _plant_cut_short_write(root: Path, original: Path) -> None:
+    """Half an instance in a temp file, where the store writes its instances."""
+    folder = root / "instances" / "00"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = original.read_bytes()
+    (folder / f"{TEMP_PREFIX}planted.part").write_bytes(data[:len(data) // 2])
 
 
 def test_purge_makes_the_next_request_go_to_the_pacs(orthanc_pacs: RunningPacs, corpus: Corpus,

@@ -7,6 +7,7 @@ front of a PACS that is down: the request lines are logged all the same.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -17,10 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from pydicom import config as pydicom_config
+from pydicom.valuerep import validate_value
 
 from corpus import Corpus
 from dicomweb_gw.app import Gateway, create_app
-from dicomweb_gw.redaction import PATIENT_DATA_FILTER, redact, strip_query
+from dicomweb_gw.logs import _JsonFormatter
+from dicomweb_gw.redaction import PATIENT_DATA_FILTER, redact, redacted_traceback, strip_query
 from dicomweb_gw.settings import PacsNode, Settings, load_settings
 from gateway_fixtures import RunningGateway, make_settings
 from pacs_fixtures import free_port
@@ -153,6 +157,60 @@ def test_switched_on_the_filter_changes_nothing() -> None:
                                "PatientName=%s", ("DOE",), None)
     assert PATIENT_DATA_FILTER.filter(record)
     assert record.getMessage() == "PatientName=DOE"
+
+
+def _log_a_pydicom_error(formatter: logging.Formatter) -> str:
+    """What a handler filtered like the gateway's prints for pydicom rejecting a value."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PATIENT_DATA_FILTER)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger("dicomweb_gw.test_tracebacks")
+    logger.addHandler(handler)
+    try:
+        try:
+            # pydicom says "Invalid value for VR DA: '<the name>'."
+            validate_value("DA", NAME, pydicom_config.RAISE)
+        except ValueError:
+            logger.exception("cannot read the data set")
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+FORMATTERS = {"text": logging.Formatter, "json": _JsonFormatter}
+
+
+@pytest.mark.parametrize("formatter", FORMATTERS.values(), ids=FORMATTERS.keys())
+def test_tracebacks_keep_their_frames_but_not_the_values_they_quote(
+    formatter: type[logging.Formatter],
+) -> None:
+    text = _log_a_pydicom_error(formatter())
+    assert NAME not in text
+    assert "ValueError: Invalid value for VR DA: '[redacted]'" in text
+    assert "in validate_value" in text  # where it went wrong is still there
+
+
+@pytest.mark.parametrize("formatter", FORMATTERS.values(), ids=FORMATTERS.keys())
+def test_switched_on_tracebacks_keep_the_values(formatter: type[logging.Formatter]) -> None:
+    PATIENT_DATA_FILTER.redact = False
+    text = _log_a_pydicom_error(formatter())
+    assert f"ValueError: Invalid value for VR DA: '{NAME}'" in text
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("Invalid value for VR PN: 'DOE^JOHN'", "Invalid value for VR PN: '[redacted]'"),
+    ('no match for "O\'Brien"', "no match for '[redacted]'"),
+    ("bad bytes b'DOE'", "bad bytes b'[redacted]'"),
+    ("PatientID=12345 doesn't exist", "PatientID=[redacted] doesn't exist"),
+])
+def test_redacted_traceback_messages(message: str, expected: str) -> None:
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        text = redacted_traceback((ValueError, exc, exc.__traceback__))
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.endswith(f"ValueError: {expected}")
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("on", True),
