@@ -23,13 +23,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from record import RESULTS
 
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
+# tests/ is on sys.path (``pythonpath`` in pyproject.toml), as for tests/conftest.py.
 pytest_plugins = ["pacs_fixtures", "corpus"]
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 
 from dicomweb_gw.audit import AuditLog
-from dicomweb_gw.cache.blobs import BlobStore, blob_store_from_url
+from dicomweb_gw.cache.blob_urls import blob_store_from_url
+from dicomweb_gw.cache.blobs import BlobStore
 from dicomweb_gw.cache.blobs_folder import FolderBlobStore
 from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.cache.protocol import InstanceStore
@@ -24,24 +24,20 @@ from dicomweb_gw.cluster.flights import ClusterFlights
 from dicomweb_gw.cluster.link import RedisLink
 from dicomweb_gw.cluster.moves import MoveRouting
 from dicomweb_gw.cluster.shared_caches import MetadataSharingStore, SharedQidoService
-from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.rendered import RenderService
 from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.dicomweb.stow import StowService
-from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService
-from dicomweb_gw.errors import NotFound, PacsError
 from dicomweb_gw.http.audit import AuditTrail
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
-from dicomweb_gw.http.openapi import openapi_json
+from dicomweb_gw.http.operations import operations_routes
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point, node_routes
-from dicomweb_gw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
@@ -51,7 +47,6 @@ from dicomweb_gw.settings import Settings, SettingsError, load_settings
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger(__name__)
-_READY_TIMEOUT = 5.0
 
 
 class Gateway:
@@ -92,7 +87,10 @@ class Gateway:
         if self.receiver is not None:
             self.receiver.routing = self.routing
         if self.link is not None:
-            self.metrics.watch_cluster(self.link, self.cluster)
+            link, cluster = self.link, self.cluster
+            self.metrics.watch_cluster(
+                lambda: link.errors,
+                (lambda: asdict(cluster.roles)) if cluster is not None else None)
 
     def store(self, node: str) -> InstanceStore:
         """The instance cache of one PACS node, opened on first use (reconciling what a
@@ -180,17 +178,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             else QidoService(max_results=settings.qido_max_results))
     services = {name: _services(gateway, name, qido) for name in gateway.clients}
 
-    purge = _purge_endpoint(gateway)
-    routes: list[BaseRoute] = [
-        Route("/healthz", _healthz, methods=["GET"]),
-        Route("/readyz", _readyz_endpoint(gateway), methods=["GET"]),
-        Route("/metrics", _metrics_endpoint(gateway), methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/cache/studies/{study}", purge, methods=["DELETE"]),
-        Route("/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
-        Route("/pacs/{pacs}/cache/studies/{study}", purge, methods=["DELETE"]),
-        Route("/pacs/{pacs}/cache/studies/{study}/series/{series}", purge, methods=["DELETE"]),
-    ]
+    routing = gateway.routing
+    routes: list[BaseRoute] = operations_routes(
+        clients=gateway.clients, default_pacs=settings.default_pacs, store=gateway.store,
+        render_metrics=gateway.metrics.render,
+        routing_problem=(lambda: routing.problem) if routing is not None else None)
     default = gateway.clients[settings.default_pacs]
     routes.append(dicomweb_routes(DicomWebApi(default, prefix=mount_point(None),
                                               services=services[settings.default_pacs])))
@@ -231,62 +223,6 @@ def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
                     metadata=MetadataService(source, ttl=ttl), pixels=pixels,
                     render=RenderService(pixels), stow=StowService(lambda: gateway.store(node)),
                     upload_max_bytes=gateway.settings.upload_max_bytes)
-
-
-def _purge_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    """Forget a study or series, so the next request asks the PACS again."""
-
-    async def purge(request: Request) -> Response:
-        params = request.path_params
-        node = params.get("pacs", gateway.settings.default_pacs)
-        if node not in gateway.clients:
-            raise NotFound(f"no PACS node named '{node}'")
-        study = require_uid(params["study"], "StudyInstanceUID")
-        series = params.get("series")
-        if series is not None:
-            require_uid(series, "SeriesInstanceUID")
-        count = await asyncio.to_thread(gateway.store(node).purge, study, series)
-        return Response(dumps({"pacs": node, "purged": count}), media_type="application/json")
-
-    return purge
-
-
-def _metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    async def metrics(request: Request) -> Response:
-        body = await asyncio.to_thread(gateway.metrics.render)  # reads the cache indexes
-        return Response(body, media_type=METRICS_CONTENT_TYPE)
-
-    return metrics
-
-
-async def _healthz(request: Request) -> Response:
-    return Response(dumps({"status": "ok"}), media_type="application/json")
-
-
-def _readyz_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    async def readyz(request: Request) -> Response:
-        failures: dict[str, str] = {}
-
-        async def check(name: str, client: DimsePacsClient) -> None:
-            try:
-                await asyncio.wait_for(client.echo(), _READY_TIMEOUT)
-            except TimeoutError:
-                failures[name] = f"no C-ECHO answer within {_READY_TIMEOUT:g} s"
-            except PacsError as exc:
-                failures[name] = exc.message
-
-        await asyncio.gather(*(check(n, c) for n, c in gateway.clients.items()))
-        # A dead move router loses every C-MOVE instance that lands on another replica.
-        routing = gateway.routing.problem if gateway.routing is not None else None
-        status = 503 if failures or routing else 200
-        body: dict[str, object] = {
-            "status": "unavailable" if status == 503 else "ready",
-            "pacs": {name: failures.get(name, "ok") for name in gateway.clients}}
-        if gateway.routing is not None:
-            body["move_routing"] = routing or "ok"
-        return Response(dumps(body), status_code=status, media_type="application/json")
-
-    return readyz
 
 
 def _audit_trail(gateway: Gateway, base: Mount) -> Middleware | None:

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dicomweb_gw.cache.protocol import CacheStats
-
-if TYPE_CHECKING:
-    from dicomweb_gw.cluster.flights import ClusterFlights
-    from dicomweb_gw.cluster.link import RedisLink
 
 __all__ = ["CONTENT_TYPE", "UNMATCHED", "GatewayMetrics", "route_label"]
 
@@ -76,10 +71,12 @@ class GatewayMetrics:
             "dicomweb_gw_redis_up", "1 while Redis answers (several replicas share work); "
             "0 while each replica works alone", registry=self.registry)
 
-    def watch_cluster(self, link: RedisLink, flights: ClusterFlights | None) -> None:
-        """Redis errors and how this replica's retrieves were shared, read at scrape time."""
+    def watch_cluster(self, redis_errors: Callable[[], int],
+                      flight_roles: Callable[[], Mapping[str, int]] | None) -> None:
+        """Redis errors and how this replica's retrieves were shared (retrieves by role:
+        owned, followed, took_over, alone), read at scrape time."""
         self.redis_up.set(1)
-        self.registry.register(_ClusterCollector(link, flights))
+        self.registry.register(_ClusterCollector(redis_errors, flight_roles))
 
     def watch_caches(self, stats: Callable[[], Mapping[str, CacheStats]]) -> None:
         """Cache figures are read from the stores at scrape time, not tracked twice."""
@@ -121,21 +118,22 @@ class _CacheCollector(Collector):
 
 
 class _ClusterCollector(Collector):
-    def __init__(self, link: RedisLink, flights: ClusterFlights | None) -> None:
-        self._link = link
-        self._flights = flights
+    def __init__(self, redis_errors: Callable[[], int],
+                 flight_roles: Callable[[], Mapping[str, int]] | None) -> None:
+        self._redis_errors = redis_errors
+        self._flight_roles = flight_roles
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         errors = CounterMetricFamily("dicomweb_gw_redis_errors",
                                      "Redis operations that failed (the replica then works alone)")
-        errors.add_metric([], self._link.errors)
+        errors.add_metric([], self._redis_errors())
         yield errors
-        if self._flights is not None:
+        if self._flight_roles is not None:
             roles = CounterMetricFamily(
                 "dicomweb_gw_cluster_flights",
                 "Retrieves by this replica's role: owner (asked the PACS), follower (streamed "
                 "another replica's), took_over (finished a dead replica's), alone (no Redis)",
                 labels=["role"])
-            for role in ("owned", "followed", "took_over", "alone"):
-                roles.add_metric([role], getattr(self._flights.roles, role))
+            for role, count in self._flight_roles().items():
+                roles.add_metric([role], count)
             yield roles

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["QueryLevel", "RetrieveKeys", "RetrieveReport", "RetrievedInstance"]
+__all__ = ["CachedInstance", "InstanceHandle", "MemoryInstance", "QueryLevel", "RetrieveKeys",
+           "RetrieveReport", "RetrievedInstance"]
 
 
 class QueryLevel(enum.Enum):
@@ -111,3 +113,33 @@ class RetrievedInstance:
     sop_instance_uid: str
     transfer_syntax_uid: str
     dataset: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CachedInstance:
+    """One cached instance. ``path`` is a complete DICOM Part 10 file.
+
+    The file can be evicted or replaced once the store's lock is released: open
+    it promptly, and treat ``FileNotFoundError`` as a cache miss. An open file
+    stays readable (and unchanged) after eviction or replacement.
+    """
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInstance:
+    """An instance the cache could not take (full disk): served from memory once."""
+
+    instance: RetrievedInstance
+
+
+#: Where a retrieved instance is to be served from: the cache, or (when the cache
+#: could not take it) memory.
+InstanceHandle = CachedInstance | MemoryInstance

@@ -18,7 +18,8 @@ import pytest
 
 from dicomweb_gw.cache import blobs
 from dicomweb_gw.cache._files import TEMP_PREFIX
-from dicomweb_gw.cache.blobs import BlobStore, BlobStoreError, atomic_file, blob_store_from_url
+from dicomweb_gw.cache.blob_urls import blob_store_from_url
+from dicomweb_gw.cache.blobs import BlobStore, BlobStoreError, atomic_file
 from dicomweb_gw.cache.blobs_folder import FolderBlobStore
 from dicomweb_gw.cache.blobs_s3 import S3BlobStore
 from s3_fixtures import CREDENTIALS, REGION, S3Server, unreachable_s3_store

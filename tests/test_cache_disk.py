@@ -16,7 +16,6 @@ from typing import BinaryIO
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian
@@ -32,6 +31,7 @@ from dicomweb_gw.cache import (
 from dicomweb_gw.cache._files import header_of, read_header
 from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.model import RetrievedInstance
+from testdata import pydicom_file
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -43,10 +43,7 @@ def new_uid() -> str:
 
 @cache
 def _template(name: str) -> Dataset:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return dcmread(str(path))
+    return dcmread(pydicom_file(name))
 
 
 def encode(dataset: Dataset) -> RetrievedInstance:
@@ -650,7 +647,7 @@ def test_other_write_errors_propagate(open_store: Opener, root: Path,
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm",
                                   "MR_small_bigendian.dcm", "JPEG2000.dcm", "image_dfl.dcm"])
 def test_header_of_an_instance_in_memory_matches_the_file(name: str, tmp_path: Path) -> None:
-    instance = instance_from_file(Path(str(get_testdata_file(name))))
+    instance = instance_from_file(pydicom_file(name))
     path = tmp_path / "instance.dcm"
     path.write_bytes(b"".join(part10_chunks(instance)))
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -19,17 +18,11 @@ from pydicom.uid import (
 
 from dicomweb_gw.codecs.bulkdata import BulkLocation, iter_range, locate, read_range
 from dicomweb_gw.errors import BadRequest, GatewayError, NotFound
+from testdata import pydicom_file
 
 RADIOPHARMACEUTICAL = 0x00540016
 DOCUMENT = 0x00420011  # Encapsulated Document, OB
 ICON = 0x00880200  # Icon Image Sequence
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(str(path))
 
 
 def nested_file(
@@ -62,7 +55,7 @@ def nested_file(
 
 
 def test_native_pixel_data() -> None:
-    path = sample("emri_small.dcm")
+    path = pydicom_file("emri_small.dcm")
     location = locate(path, [0x7FE00010])
     assert location.length == 64 * 64 * 2 * 10
     assert read_range(path, location) == dcmread(path).PixelData
@@ -70,7 +63,7 @@ def test_native_pixel_data() -> None:
 
 @pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "emri_small_RLE.dcm"])
 def test_encapsulated_pixel_data_is_the_whole_value(name: str) -> None:
-    path = sample(name)
+    path = pydicom_file(name)
     location = locate(path, ["PixelData"])  # keywords work as tags too
     value = read_range(path, location)
     assert value == dcmread(path).PixelData
@@ -139,11 +132,11 @@ def test_absent_things_are_not_found(tmp_path: Path) -> None:
 )
 def test_malformed_paths_are_bad_requests(tag_path: list[int | str]) -> None:
     with pytest.raises(BadRequest):
-        locate(sample("emri_small.dcm"), tag_path)
+        locate(pydicom_file("emri_small.dcm"), tag_path)
 
 
 def test_deflated_files_are_refused(tmp_path: Path) -> None:
-    ds = dcmread(sample("emri_small.dcm"))
+    ds = dcmread(pydicom_file("emri_small.dcm"))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
     with pytest.raises(GatewayError, match="Deflated"):

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, get_frame
 from pydicom.pixels import pack_bits, pixel_array, unpack_bits
@@ -24,36 +23,28 @@ from dicomweb_gw.codecs.frames import (
     FrameDecodeError,
     FrameNotFound,
     FrameReader,
-    parse_frame_list,
 )
-from dicomweb_gw.errors import BadRequest
+from testdata import pydicom_file
 
 J2K_CODESTREAM = b"\xff\x4f\xff\x51"
 JP2_BOX = b"\x00\x00\x00\x0cjP  "
 JPEG_SOI = b"\xff\xd8"
 
 
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(str(path))
-
-
 @pytest.fixture(scope="module")
 def emri() -> np.ndarray[Any, Any]:
     """The 10 frames of the uncompressed MR that every lossless variant encodes."""
-    return pixel_array(sample("emri_small.dcm"))
+    return pixel_array(pydicom_file("emri_small.dcm"))
 
 
 def compressed_frames(name: str) -> list[bytes]:
-    ds = dcmread(sample(name))
+    ds = dcmread(pydicom_file(name))
     return list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
 
 
 def rewrite(source: str, target: Path, syntax: str, pixel_data: bytes, **extra: Any) -> Path:
     """``source`` with new pixel data in another transfer syntax, saved to ``target``."""
-    ds = dcmread(sample(source))
+    ds = dcmread(pydicom_file(source))
     ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = pixel_data
     ds["PixelData"].VR = "OB"
@@ -74,7 +65,7 @@ def rewrite(source: str, target: Path, syntax: str, pixel_data: bytes, **extra: 
     ],
 )
 def test_frame_n_of_each_lossless_variant_is_frame_n(name: str, emri: np.ndarray[Any, Any]) -> None:
-    reader = FrameReader(sample(name))
+    reader = FrameReader(pydicom_file(name))
     assert reader.info.number_of_frames == 10
     assert (reader.info.rows, reader.info.columns, reader.info.bits_allocated) == (64, 64, 16)
     for number in (1, 2, 5, 9, 10):
@@ -98,7 +89,7 @@ def test_frame_n_of_each_lossless_variant_is_frame_n(name: str, emri: np.ndarray
     ],
 )
 def test_stored_compressed_frame_is_pydicoms_frame(name: str, marker: bytes) -> None:
-    path = sample(name)
+    path = pydicom_file(name)
     ds = dcmread(path)
     reader = FrameReader(path)
     count = reader.info.number_of_frames
@@ -113,7 +104,7 @@ def test_stored_compressed_frame_is_pydicoms_frame(name: str, marker: bytes) -> 
     "name", ["emri_small.dcm", "liver.dcm", "SC_ybr_full_422_uncompressed.dcm"]
 )
 def test_stored_native_frame_is_a_slice_of_pixel_data(name: str) -> None:
-    path = sample(name)
+    path = pydicom_file(name)
     ds = dcmread(path)
     reader = FrameReader(path)
     info = reader.info
@@ -133,15 +124,15 @@ def test_stored_native_frame_is_a_slice_of_pixel_data(name: str) -> None:
     ],
 )
 def test_big_endian_frames_come_out_little_endian(big_endian: str, little_endian: str) -> None:
-    reader = FrameReader(sample(big_endian))
-    expected = dcmread(sample(little_endian)).PixelData
+    reader = FrameReader(pydicom_file(big_endian))
+    expected = dcmread(pydicom_file(little_endian)).PixelData
     size = len(expected) // 2
     assert reader.stored(1) == expected[:size]
     assert reader.stored(2) == expected[size:]
 
 
 def test_out_of_range_frame_is_not_found() -> None:
-    reader = FrameReader(sample("emri_small_RLE.dcm"))
+    reader = FrameReader(pydicom_file("emri_small_RLE.dcm"))
     for number in (0, -1, 11):
         with pytest.raises(FrameNotFound) as raised:
             reader.stored(number)
@@ -198,7 +189,7 @@ def test_extended_offset_table(tmp_path: Path, emri: np.ndarray[Any, Any]) -> No
 
 
 def test_single_frame_spread_over_fragments() -> None:
-    path = sample("examples_jpeg2k.dcm")  # one colour frame in three fragments, no offsets
+    path = pydicom_file("examples_jpeg2k.dcm")  # one colour frame in three fragments, no offsets
     reader = FrameReader(path)
     stored = reader.stored(1)
     assert stored == get_frame(dcmread(path).PixelData, 0, number_of_frames=1)
@@ -208,7 +199,7 @@ def test_single_frame_spread_over_fragments() -> None:
 
 
 def test_ybr_full_422_jpeg_decodes_to_rgb() -> None:
-    path = sample("examples_ybr_color.dcm")
+    path = pydicom_file("examples_ybr_color.dcm")
     reader = FrameReader(path)
     assert reader.info.photometric_interpretation == "YBR_FULL_422"
     info = reader.native_info()
@@ -220,7 +211,7 @@ def test_ybr_full_422_jpeg_decodes_to_rgb() -> None:
 
 
 def test_rle_colour_frames() -> None:
-    path = sample("SC_rgb_rle_2frame.dcm")
+    path = pydicom_file("SC_rgb_rle_2frame.dcm")
     reader = FrameReader(path)
     expected = pixel_array(path)
     assert reader.native(1) == expected[0].tobytes()
@@ -229,7 +220,7 @@ def test_rle_colour_frames() -> None:
 
 
 def test_native_decodes_only_the_requested_frame(monkeypatch: pytest.MonkeyPatch) -> None:
-    path = sample("color3d_jpeg_baseline.dcm")  # 120 frames
+    path = pydicom_file("color3d_jpeg_baseline.dcm")  # 120 frames
     reader = FrameReader(path)
     assert reader.info.number_of_frames == 120
     seen: list[bytes] = []
@@ -249,7 +240,7 @@ def test_native_decodes_only_the_requested_frame(monkeypatch: pytest.MonkeyPatch
 def test_bit_packed_frames_not_on_byte_boundaries(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     bits = rng.integers(0, 2, size=(3, 3, 5), dtype=np.uint8)  # 15 bits a frame
-    ds = dcmread(sample("liver.dcm"))
+    ds = dcmread(pydicom_file("liver.dcm"))
     ds.Rows, ds.Columns, ds.NumberOfFrames = 3, 5, 3
     ds.PixelData = pack_bits(bits)
     ds.save_as(tmp_path / "bits.dcm", enforce_file_format=True)
@@ -262,7 +253,7 @@ def test_bit_packed_frames_not_on_byte_boundaries(tmp_path: Path) -> None:
 
 
 def test_deflated_file(tmp_path: Path, emri: np.ndarray[Any, Any]) -> None:
-    ds = dcmread(sample("emri_small.dcm"))
+    ds = dcmread(pydicom_file("emri_small.dcm"))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
     reader = FrameReader(tmp_path / "deflated.dcm")
@@ -303,23 +294,8 @@ def test_syntax_without_decoder_is_a_decode_error(tmp_path: Path) -> None:
         reader.native(2)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("1", [1]), ("1,3,5", [1, 3, 5]), ("5,1,5", [5, 1, 5]), (" 2 , 4 ", [2, 4]), ("120", [120])],
-)
-def test_parse_frame_list(text: str, expected: list[int]) -> None:
-    assert parse_frame_list(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["", " ", "0", "1,0", "-1", "1,,2", "1,", "a", "1.5", "+1", "\u0661"]
-)
-def test_parse_frame_list_rejects(text: str) -> None:
-    with pytest.raises(BadRequest) as raised:
-        parse_frame_list(text)
-    assert raised.value.status_code == 400
 
 
 def test_only_a_deflated_reader_holds_pixel_data() -> None:
-    assert FrameReader(Path(str(get_testdata_file("image_dfl.dcm")))).holds_pixel_data
-    assert not FrameReader(Path(str(get_testdata_file("CT_small.dcm")))).holds_pixel_data
+    assert FrameReader(pydicom_file("image_dfl.dcm")).holds_pixel_data
+    assert not FrameReader(pydicom_file("CT_small.dcm")).holds_pixel_data

@@ -5,12 +5,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from io import BytesIO
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom import dcmread, uid
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -22,17 +20,11 @@ from dicomweb_gw.codecs.part10 import (
     to_explicit_little_endian,
 )
 from dicomweb_gw.model import RetrievedInstance
+from testdata import pydicom_file
 
 #: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
              b"SV", b"UV"}
-
-
-def sample_path(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return str(path)
 
 
 def data_set_offset(part10: bytes) -> int:
@@ -55,7 +47,7 @@ def data_set_offset(part10: bytes) -> int:
 
 def instance_from_file(name: str) -> RetrievedInstance:
     """A RetrievedInstance holding the data set bytes of a test file exactly as stored."""
-    raw = Path(sample_path(name)).read_bytes()
+    raw = pydicom_file(name).read_bytes()
     ds = dcmread(BytesIO(raw))
     return RetrievedInstance(
         sop_class_uid=str(ds.SOPClassUID),
@@ -67,7 +59,7 @@ def instance_from_file(name: str) -> RetrievedInstance:
 
 def implicit_instance(name: str) -> RetrievedInstance:
     """The data set of a test file re-encoded in Implicit VR Little Endian, as DIMSE may deliver."""
-    ds = dcmread(sample_path(name))
+    ds = dcmread(pydicom_file(name))
     buffer = DicomBytesIO()
     buffer.is_implicit_VR = True
     buffer.is_little_endian = True
@@ -146,7 +138,7 @@ def test_part10_file_keeps_the_data_set_bytes(make: Callable[[], RetrievedInstan
 
 
 def test_part10_of_stored_file_reads_like_the_original() -> None:
-    original = dcmread(sample_path("CT_small.dcm"))
+    original = dcmread(pydicom_file("CT_small.dcm"))
     ds = read_part10(instance_from_file("CT_small.dcm"))
     assert ds.PatientName == original.PatientName
     assert ds.StudyInstanceUID == original.StudyInstanceUID
@@ -168,7 +160,7 @@ def test_explicit_little_endian_is_returned_unchanged() -> None:
 
 def test_implicit_to_explicit() -> None:
     source = implicit_instance("MR_small.dcm")
-    original = dcmread(sample_path("MR_small.dcm"))
+    original = dcmread(pydicom_file("MR_small.dcm"))
     result = to_explicit_little_endian(source)
 
     assert result.transfer_syntax_uid == uid.ExplicitVRLittleEndian
@@ -191,7 +183,7 @@ def test_implicit_to_explicit() -> None:
 
 def test_implicit_to_explicit_with_private_elements() -> None:
     source = implicit_instance("CT_small.dcm")
-    original = dcmread(sample_path("CT_small.dcm"))
+    original = dcmread(pydicom_file("CT_small.dcm"))
     result = to_explicit_little_endian(source)
     ds = parse_strictly_explicit_le(result.dataset)
     assert ds.PixelData == original.PixelData
@@ -201,8 +193,8 @@ def test_implicit_to_explicit_with_private_elements() -> None:
 
 def test_big_endian_to_little_endian() -> None:
     source = instance_from_file("MR_small_bigendian.dcm")
-    big = dcmread(sample_path("MR_small_bigendian.dcm"))
-    little = dcmread(sample_path("MR_small.dcm"))  # the same image, stored little endian
+    big = dcmread(pydicom_file("MR_small_bigendian.dcm"))
+    little = dcmread(pydicom_file("MR_small.dcm"))  # the same image, stored little endian
     result = to_explicit_little_endian(source)
 
     assert result.transfer_syntax_uid == uid.ExplicitVRLittleEndian
@@ -226,7 +218,7 @@ def test_big_endian_to_little_endian() -> None:
 
 def test_jpeg_is_decompressed() -> None:
     source = instance_from_file("SC_rgb_jpeg_dcmtk.dcm")
-    compressed = dcmread(sample_path("SC_rgb_jpeg_dcmtk.dcm"))
+    compressed = dcmread(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))
     try:
         expected = compressed.pixel_array
     except Exception as exc:  # pragma: no cover - depends on the installed decoders

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pixel_array
@@ -23,15 +22,9 @@ from pydicom.pixels.processing import apply_color_lut
 from dicomweb_gw.codecs.frames import FrameNotFound, FrameReader
 from dicomweb_gw.codecs.render import RenderParams, Viewport, Window, render_frame
 from dicomweb_gw.errors import BadRequest, GatewayError
+from testdata import pydicom_file
 
 Pixels = np.ndarray[Any, Any]
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(str(path))
 
 
 def header(path: Path) -> Dataset:
@@ -68,12 +61,12 @@ def close(actual: Pixels, expected: Pixels, tolerance: float = 1.0) -> bool:
 
 @pytest.fixture(scope="module")
 def ct_hu() -> Pixels:
-    ds = dcmread(sample("CT_small.dcm"))
+    ds = dcmread(pydicom_file("CT_small.dcm"))
     return pixel_array(ds).astype(float) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
 
 
 def test_ct_explicit_window_maps_hounsfield_units_by_the_linear_formula(ct_hu: Pixels) -> None:
-    image = render(sample("CT_small.dcm"), window=Window(40, 400))
+    image = render(pydicom_file("CT_small.dcm"), window=Window(40, 400))
     assert image.dtype == np.uint8
     assert image.shape == (128, 128)
     assert close(image, linear(ct_hu, 40, 400))
@@ -87,7 +80,7 @@ def test_ct_explicit_window_maps_hounsfield_units_by_the_linear_formula(ct_hu: P
 
 
 def test_window_from_the_header_and_an_explicit_one_overrides_it(ct_hu: Pixels) -> None:
-    path = sample("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     windowed = header(path)
     windowed.WindowCenter, windowed.WindowWidth = 40, 400
     from_header = render(path, head=windowed)
@@ -98,7 +91,7 @@ def test_window_from_the_header_and_an_explicit_one_overrides_it(ct_hu: Pixels) 
 
 def test_without_a_window_the_frame_range_is_used(ct_hu: Pixels) -> None:
     # CT_small has no Window Center / Width.
-    image = render(sample("CT_small.dcm"))
+    image = render(pydicom_file("CT_small.dcm"))
     assert image[ct_hu == ct_hu.min()].max() == 0
     assert image[ct_hu == ct_hu.max()].min() == 255
     spread = (ct_hu - ct_hu.min()) / (ct_hu.max() - ct_hu.min()) * 255
@@ -106,14 +99,14 @@ def test_without_a_window_the_frame_range_is_used(ct_hu: Pixels) -> None:
 
 
 def test_an_unusable_header_window_falls_back_to_the_frame_range() -> None:
-    path = sample("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     broken = header(path)
     broken.WindowCenter, broken.WindowWidth = 40, 0
     assert np.array_equal(render(path, head=broken), render(path))
 
 
 def test_linear_exact_and_sigmoid_functions(ct_hu: Pixels) -> None:
-    path = sample("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     exact = render(path, window=Window(40, 400, "LINEAR_EXACT"))
     assert close(exact, np.clip(((ct_hu - 40) / 400 + 0.5) * 255, 0, 255))
     sigmoid = render(path, window=Window(40, 400, "SIGMOID"))
@@ -124,7 +117,7 @@ def test_linear_exact_and_sigmoid_functions(ct_hu: Pixels) -> None:
 
 
 def test_monochrome1_is_inverted() -> None:
-    path = sample("RG1_UNCI.dcm")  # CR, MONOCHROME1, window 15000/30000 in the header
+    path = pydicom_file("RG1_UNCI.dcm")  # CR, MONOCHROME1, window 15000/30000 in the header
     ds = dcmread(path)
     assert ds.PhotometricInterpretation == "MONOCHROME1"
     image = render(path)
@@ -132,26 +125,26 @@ def test_monochrome1_is_inverted() -> None:
 
 
 def test_monochrome1_and_monochrome2_of_the_same_pixels_are_negatives(tmp_path: Path) -> None:
-    ds = dcmread(sample("MR_small.dcm"))
+    ds = dcmread(pydicom_file("MR_small.dcm"))
     ds.PhotometricInterpretation = "MONOCHROME1"
     inverted = tmp_path / "m1.dcm"
     ds.save_as(inverted)
-    original = render(sample("MR_small.dcm")).astype(int)
+    original = render(pydicom_file("MR_small.dcm")).astype(int)
     assert np.array_equal(render(inverted).astype(int), 255 - original)
 
 
 def test_enhanced_ct_takes_rescale_and_window_from_its_functional_groups() -> None:
-    path = sample("eCT_Supplemental.dcm")  # shared groups: intercept -1024, window 49/102
+    path = pydicom_file("eCT_Supplemental.dcm")  # shared groups: intercept -1024, window 49/102
     hu = pixel_array(dcmread(path), index=0).astype(float) - 1024
     assert close(render(path, 1), linear(hu, 49, 102))
 
 
 def test_modality_lut_and_voi_lut_sequences() -> None:
-    mlut = sample("mlut_18.dcm")
+    mlut = pydicom_file("mlut_18.dcm")
     image = render(mlut)
     assert image.min() == 0
     assert image.max() == 255
-    vlut = sample("vlut_04.dcm")  # 8-bit pixels through a 16-bit VOI LUT
+    vlut = pydicom_file("vlut_04.dcm")  # 8-bit pixels through a 16-bit VOI LUT
     ds = dcmread(vlut)
     lut = np.asarray(ds.VOILUTSequence[0].LUTData)
     expected = lut[np.clip(pixel_array(ds), 0, len(lut) - 1)] * 255 / 65535
@@ -160,7 +153,7 @@ def test_modality_lut_and_voi_lut_sequences() -> None:
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_bits_above_bits_stored_are_ignored(tmp_path: Path, signed: bool) -> None:
-    ds = dcmread(sample("MR_small.dcm"))
+    ds = dcmread(pydicom_file("MR_small.dcm"))
     values = pixel_array(ds).astype(np.int16) - (2000 if signed else 0)  # 13-bit values
     ds.PixelRepresentation = int(signed)
     ds.PixelData = values.tobytes()
@@ -175,7 +168,7 @@ def test_bits_above_bits_stored_are_ignored(tmp_path: Path, signed: bool) -> Non
 
 
 def test_single_bit_pixels() -> None:
-    path = sample("liver_1frame.dcm")
+    path = pydicom_file("liver_1frame.dcm")
     image = render(path)
     assert np.array_equal(image, pixel_array(dcmread(path)).astype(np.uint8) * 255)
 
@@ -185,7 +178,7 @@ def test_single_bit_pixels() -> None:
 
 @pytest.fixture(scope="module")
 def rgb_bars() -> Pixels:
-    return render(sample("SC_rgb.dcm"))
+    return render(pydicom_file("SC_rgb.dcm"))
 
 
 @pytest.mark.parametrize(
@@ -199,14 +192,14 @@ def rgb_bars() -> Pixels:
     ],
 )
 def test_colour_becomes_rgb(name: str, tolerance: float, rgb_bars: Pixels) -> None:
-    image = render(sample(name))
+    image = render(pydicom_file(name))
     assert image.shape == (100, 100, 3)
     assert np.abs(image.astype(float) - rgb_bars).mean() <= tolerance
     assert np.abs(image[5, 50].astype(int) - [255, 0, 0]).max() <= 12  # the top bar is red
 
 
 def test_multiframe_ybr_jpeg_frame_is_rgb() -> None:
-    path = sample("color3d_jpeg_baseline.dcm")
+    path = pydicom_file("color3d_jpeg_baseline.dcm")
     expected = pixel_array(dcmread(path), index=4)  # pydicom converts YBR to RGB too
     image = render(path, 5)
     assert image.shape == expected.shape
@@ -216,7 +209,7 @@ def test_multiframe_ybr_jpeg_frame_is_rgb() -> None:
 @pytest.mark.parametrize("name", ["OBXXXX1A.dcm", "gdcm-US-ALOKA-16.dcm"])
 def test_palette_colour(name: str) -> None:
     # 8-bit indices into 16-bit LUTs; the second's LUTs are segmented.
-    path = sample(name)
+    path = pydicom_file(name)
     ds = dcmread(path)
     expected = (apply_color_lut(pixel_array(ds), ds) >> 8).astype(np.uint8)
     assert np.array_equal(render(path), expected)
@@ -226,7 +219,7 @@ def test_palette_colour(name: str) -> None:
 
 
 def test_multiframe_renders_the_requested_frame() -> None:
-    path = sample("emri_small.dcm")
+    path = pydicom_file("emri_small.dcm")
     frames = [render(path, number) for number in (1, 2, 10)]
     assert not np.array_equal(frames[0], frames[1])
     assert not np.array_equal(frames[1], frames[2])
@@ -236,7 +229,7 @@ def test_multiframe_renders_the_requested_frame() -> None:
 
 
 def test_corrupt_codestream_is_a_clear_gateway_error(tmp_path: Path) -> None:
-    ds = dcmread(sample("SC_rgb_jpeg_dcmtk.dcm"))
+    ds = dcmread(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xc0" + b"\x00\x07garbage" * 20])
     broken = tmp_path / "broken.dcm"
     ds.save_as(broken)
@@ -260,13 +253,13 @@ def test_corrupt_codestream_is_a_clear_gateway_error(tmp_path: Path) -> None:
 )
 def test_viewport_fits_keeping_the_aspect_ratio(name: str, viewport: tuple[int, int],
                                                 size: tuple[int, int]) -> None:
-    data = render_frame(FrameReader(sample(name)), 1, header(sample(name)),
+    data = render_frame(FrameReader(pydicom_file(name)), 1, header(pydicom_file(name)),
                         RenderParams("image/jpeg", Viewport(*viewport)))
     assert decode(data).size == size
 
 
 def test_source_region_crops_and_negative_extents_flip() -> None:
-    path = sample("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     full = render(path)
     region = full[20:60, 10:40]
     assert np.array_equal(render(path, viewport=Viewport(30, 40, 10, 20, 30, 40)), region)
@@ -281,7 +274,7 @@ def test_source_region_crops_and_negative_extents_flip() -> None:
 
 
 def test_quality_trades_jpeg_size() -> None:
-    path = sample("693_UNCI.dcm")
+    path = pydicom_file("693_UNCI.dcm")
     sizes = [len(render_frame(FrameReader(path), 1, header(path),
                               RenderParams("image/jpeg", quality=quality)))
              for quality in (10, 95)]
@@ -291,14 +284,14 @@ def test_quality_trades_jpeg_size() -> None:
 
 
 def test_png_of_16_bit_pixels_is_8_bit_grey() -> None:
-    path = sample("MR_small.dcm")
+    path = pydicom_file("MR_small.dcm")
     data = render_frame(FrameReader(path), 1, header(path), RenderParams("image/png"))
     image = decode(data)
     assert (image.format, image.mode, image.size) == ("PNG", "L", (64, 64))
 
 
 def test_gif() -> None:
-    path = sample("SC_rgb.dcm")
+    path = pydicom_file("SC_rgb.dcm")
     image = decode(render_frame(FrameReader(path), 1, header(path), RenderParams("image/gif")))
     assert image.format == "GIF"
     assert np.abs(np.asarray(image.convert("RGB"))[5, 50].astype(int) - [255, 0, 0]).max() < 8

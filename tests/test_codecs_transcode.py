@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import dcmread, uid
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
@@ -36,6 +35,7 @@ from dicomweb_gw.dicomweb.selection import FrameOption, PixelRequest, choose_pix
 from dicomweb_gw.errors import GatewayError, NotAcceptable
 from dicomweb_gw.http.negotiation import negotiate_instances, negotiate_pixels
 from dicomweb_gw.model import RetrievedInstance
+from testdata import pydicom_file
 
 EMRI = ["emri_small.dcm", "emri_small_big_endian.dcm", "emri_small_RLE.dcm",
         "emri_small_jpeg_ls_lossless.dcm", "emri_small_jpeg_2k_lossless.dcm"]
@@ -43,16 +43,9 @@ TARGETS = list(ENCODABLE)
 COMPRESSED_TARGETS = [s for s in ENCODABLE if s != uid.ExplicitVRLittleEndian]
 
 
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    # pydicom-data is a test dependency: a missing file is a broken install, not a skip.
-    assert path is not None, f"pydicom test file {name} is not installed"
-    return Path(str(path))
-
-
 @pytest.fixture(scope="module")
 def emri() -> np.ndarray[Any, Any]:
-    return pixel_array(sample("emri_small.dcm"))
+    return pixel_array(pydicom_file("emri_small.dcm"))
 
 
 def test_the_required_lossless_targets_are_encodable() -> None:
@@ -67,7 +60,7 @@ def test_the_required_lossless_targets_are_encodable() -> None:
 @pytest.mark.parametrize("name", EMRI)
 def test_every_frame_decodes_identically_from_every_syntax(
         name: str, emri: np.ndarray[Any, Any]) -> None:
-    reader = FrameReader(sample(name))
+    reader = FrameReader(pydicom_file(name))
     for number in range(1, 11):
         assert reader.native(number) == emri[number - 1].astype("<u2").tobytes()
 
@@ -155,7 +148,7 @@ def test_bits_above_bits_stored_survive(syntax: str) -> None:
 @pytest.mark.parametrize("syntax", COMPRESSED_TARGETS)
 def test_real_frames_transcode_between_syntaxes(name: str, syntax: str,
                                                 emri: np.ndarray[Any, Any]) -> None:
-    path = sample(name)
+    path = pydicom_file(name)
     reader = FrameReader(path)
     fmt = sample_format(path)
     assert fmt == SampleFormat(12, 0)
@@ -183,7 +176,7 @@ def test_one_frame_of_a_multiframe_is_decoded_and_encoded_alone(
 
     monkeypatch.setattr(Decoder, "as_array", spy_decode)
     monkeypatch.setattr(Encoder, "encode", spy_encode)
-    reader = FrameReader(sample("emri_small_jpeg_2k_lossless.dcm"))
+    reader = FrameReader(pydicom_file("emri_small_jpeg_2k_lossless.dcm"))
     frame = encode_frame(reader.native(7), reader.native_info(), uid.JPEGLSLossless,
                          sample_format(reader.path))
     assert decoded == [1]  # one single-frame buffer decoded, not the 10-frame instance
@@ -197,7 +190,7 @@ def test_one_frame_of_a_multiframe_is_decoded_and_encoded_alone(
 
 
 def test_corrupt_codestream_is_a_gateway_error_with_a_clear_message(tmp_path: Path) -> None:
-    ds = dcmread(sample("emri_small_jpeg_2k_lossless.dcm"))
+    ds = dcmread(pydicom_file("emri_small_jpeg_2k_lossless.dcm"))
     frames = list(generate_frames(ds.PixelData, number_of_frames=10))
     frames[2] = frames[2][: len(frames[2]) // 3]  # a truncated codestream
     ds.PixelData = encapsulate(frames)
@@ -239,7 +232,7 @@ def _read(instance: Any) -> Dataset:
                                   "emri_small_big_endian.dcm"])
 def test_instances_transcode_losslessly_and_keep_their_uid(
         name: str, syntax: str, emri: np.ndarray[Any, Any]) -> None:
-    source = instance_from_file(sample(name))
+    source = instance_from_file(pydicom_file(name))
     result = transcode_instance(source, syntax)
     assert result.transfer_syntax_uid == syntax
     assert result.sop_instance_uid == source.sop_instance_uid
@@ -249,7 +242,7 @@ def test_instances_transcode_losslessly_and_keep_their_uid(
     assert np.array_equal(ds.pixel_array, emri)
     if syntax not in (uid.ExplicitVRLittleEndian, source.transfer_syntax_uid):
         # Each fragment is what the frames resource would send for that frame.
-        reader = FrameReader(sample(name))
+        reader = FrameReader(pydicom_file(name))
         fragments = list(generate_frames(ds.PixelData, number_of_frames=10))
         expected = encode_frame(reader.native(5), reader.native_info(), syntax,
                                 SampleFormat(12, 0))
@@ -258,8 +251,8 @@ def test_instances_transcode_losslessly_and_keep_their_uid(
 
 @pytest.mark.parametrize("syntax", COMPRESSED_TARGETS)
 def test_colour_instances_get_a_consistent_pixel_module(syntax: str) -> None:
-    source = instance_from_file(sample("SC_rgb_jpeg_dcmtk.dcm"))  # YBR_FULL JPEG baseline
-    reference = pixel_array(sample("SC_rgb_jpeg_dcmtk.dcm"))  # decoded to RGB
+    source = instance_from_file(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))  # YBR_FULL JPEG baseline
+    reference = pixel_array(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))  # decoded to RGB
     ds = _read(transcode_instance(source, syntax))
     assert ds.PhotometricInterpretation == "RGB"
     assert ds.PlanarConfiguration == (1 if syntax == uid.RLELossless else 0)
@@ -267,7 +260,7 @@ def test_colour_instances_get_a_consistent_pixel_module(syntax: str) -> None:
 
 
 def test_planar_native_colour_transcodes(tmp_path: Path) -> None:
-    ds = dcmread(sample("SC_rgb.dcm"))
+    ds = dcmread(pydicom_file("SC_rgb.dcm"))
     reference = ds.pixel_array.copy()
     ds.PixelData = np.ascontiguousarray(reference.transpose(2, 0, 1)).tobytes()
     ds.PlanarConfiguration = 1
@@ -278,9 +271,9 @@ def test_planar_native_colour_transcodes(tmp_path: Path) -> None:
 
 
 def test_lossy_targets_only_as_stored() -> None:
-    jpeg = instance_from_file(sample("SC_rgb_jpeg_dcmtk.dcm"))
+    jpeg = instance_from_file(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))
     assert transcode_instance(jpeg, uid.JPEGBaseline8Bit) is jpeg
-    native = instance_from_file(sample("emri_small.dcm"))
+    native = instance_from_file(pydicom_file("emri_small.dcm"))
     with pytest.raises(TranscodeError) as raised:
         transcode_instance(native, uid.JPEGBaseline8Bit)
     assert raised.value.status_code == 406
@@ -288,7 +281,7 @@ def test_lossy_targets_only_as_stored() -> None:
 
 
 def test_instances_without_pixel_data_are_relabelled() -> None:
-    source = instance_from_file(sample("emri_small.dcm"))
+    source = instance_from_file(pydicom_file("emri_small.dcm"))
     ds = _read(source)
     del ds.PixelData
     buffer = DicomBytesIO()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -18,12 +16,7 @@ from dicomweb_gw.dicomweb.anonymize import (
     AnonymizationRefused,
     BasicProfile,
 )
-
-
-def _file(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    assert path is not None
-    return Path(path)
+from testdata import pydicom_file
 
 
 def _encode(ds: Dataset) -> bytes:
@@ -62,7 +55,7 @@ def test_table_leaves_what_a_viewer_needs() -> None:
 
 
 def test_ct_loses_its_identity_but_keeps_its_pixels() -> None:
-    path = _file("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     original = pydicom.dcmread(path)
     assert any(element.tag.is_private for element in original)
     ds = _anonymized(path.read_bytes())
@@ -92,7 +85,7 @@ def test_ct_loses_its_identity_but_keeps_its_pixels() -> None:
 
 
 def test_uids_are_consistent_under_one_key_and_differ_under_another() -> None:
-    data = _file("CT_small.dcm").read_bytes()
+    data = pydicom_file("CT_small.dcm").read_bytes()
     first, again = _anonymized(data, BasicProfile(b"one")), _anonymized(data, BasicProfile(b"one"))
     other = _anonymized(data, BasicProfile(b"two"))
     assert first.StudyInstanceUID == again.StudyInstanceUID
@@ -103,7 +96,7 @@ def test_uids_are_consistent_under_one_key_and_differ_under_another() -> None:
 
 
 def test_sequences_are_cleaned_at_every_level() -> None:
-    ds = pydicom.dcmread(_file("MR_small.dcm"))
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
     referenced = Dataset()
     referenced.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
     referenced.ReferencedSOPInstanceUID = "1.2.3.4.5"
@@ -128,7 +121,7 @@ def test_sequences_are_cleaned_at_every_level() -> None:
 
 
 def test_structured_report_content_is_replaced() -> None:
-    path = _file("test-SR.dcm")
+    path = pydicom_file("test-SR.dcm")
     original = pydicom.dcmread(path)
     assert len(original.ContentSequence) > 1
     ds = _anonymized(path.read_bytes())
@@ -137,7 +130,7 @@ def test_structured_report_content_is_replaced() -> None:
 
 
 def test_burned_in_annotation_is_refused() -> None:
-    ds = pydicom.dcmread(_file("CT_small.dcm"))
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
     ds.BurnedInAnnotation = "YES"
     with pytest.raises(AnonymizationRefused) as refused:
         BasicProfile().part10(_encode(ds))
@@ -146,7 +139,7 @@ def test_burned_in_annotation_is_refused() -> None:
 
 
 def test_earlier_deidentification_methods_are_kept() -> None:
-    ds = _anonymized(_file("emri_small_jpeg_2k_lossless.dcm").read_bytes())
+    ds = _anonymized(pydicom_file("emri_small_jpeg_2k_lossless.dcm").read_bytes())
     assert list(ds.DeidentificationMethod)[-1] == PROFILE_NAME
     assert len(ds.DeidentificationMethod) == 2
     assert ds.DeidentificationMethodCodeSequence[-1].CodeValue == "113100"

@@ -12,7 +12,6 @@ import orjson
 import pydicom.filereader
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -25,16 +24,10 @@ from dicomweb_gw.dicomweb.metadata import (
     tag_path_from_uri,
 )
 from dicomweb_gw.errors import BadRequest
+from testdata import charset_file, pydicom_file
 
 BASE = "studies/1.2/series/3.4/instances/5.6"
 PRIVATE_OB = 0x00091010
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(str(path))
 
 
 def write(directory: Path, ds: Dataset, *, implicit: bool = False) -> Path:
@@ -92,7 +85,7 @@ def deferred_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_multiframe_instance(deferred_reads: list[int]) -> None:
-    path = sample("emri_small.dcm")
+    path = pydicom_file("emri_small.dcm")
     result = instance_metadata(path, BASE)
     assert 0x7FE00010 not in deferred_reads  # pixel data was never read
     assert result["7FE00010"] == {"vr": "OW", "BulkDataURI": f"{BASE}/bulkdata/7FE00010"}
@@ -106,16 +99,9 @@ def test_multiframe_instance(deferred_reads: list[int]) -> None:
 
 
 def test_person_name_is_an_object() -> None:
-    result = instance_metadata(sample("CT_small.dcm"), BASE)
+    result = instance_metadata(pydicom_file("CT_small.dcm"), BASE)
     assert result["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]}
     assert result["00200032"]["Value"] == [-158.135803, -179.035797, -75.699997]
-
-
-def charset_sample(name: str) -> Path:
-    paths = get_charset_files(name)
-    if not paths:
-        pytest.skip("pydicom charset test files are not installed")
-    return Path(paths[0])
 
 
 # PS3.18 F.2.2 Note 3: Specific Character Set "reflects the character encoding of the
@@ -132,7 +118,7 @@ def charset_sample(name: str) -> Path:
 ])
 def test_character_set_is_the_source_s_and_values_are_decoded(
         name: str, charset: list[str | None], patient: dict[str, str]) -> None:
-    path = charset_sample(name)
+    path = charset_file(name)
     result = instance_metadata(path, BASE)
     assert result["00080005"] == {"vr": "CS", "Value": charset}
     assert result["00100010"] == {"vr": "PN", "Value": [patient]}
@@ -142,7 +128,7 @@ def test_character_set_is_the_source_s_and_values_are_decoded(
 
 def test_an_empty_phonetic_group_is_left_out() -> None:
     # chrX1 holds "Wang^XiaoDong=<ideographic>=": F.2.2 encodes the non-empty groups only.
-    result = instance_metadata(charset_sample("chrX1.dcm"), BASE)
+    result = instance_metadata(charset_file("chrX1.dcm"), BASE)
     assert result["00100010"] == {"vr": "PN", "Value": [
         {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"}]}
 
@@ -195,7 +181,7 @@ def test_empty_values_of_multivalued_attributes_are_null(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "SC_rgb_rle_2frame.dcm"])
 def test_compressed_pixel_data(name: str) -> None:
-    path = sample(name)
+    path = pydicom_file(name)
     # the VR as the file has it (pydicom's J2K sample says OW, against PS3.5 A.4)
     stored_vr = dcmread(path, defer_size=64).get_item(0x7FE00010, keep_deferred=True).VR
     result = instance_metadata(path, BASE)
@@ -265,7 +251,7 @@ def test_small_pixel_data_is_still_bulk(tmp_path: Path) -> None:
 
 
 def test_metadata_of_a_real_compressed_multiframe_matches_dcmread() -> None:
-    path = sample("examples_ybr_color.dcm")
+    path = pydicom_file("examples_ybr_color.dcm")
     result = instance_metadata(path, BASE)
     ds = dcmread(path, stop_before_pixels=True)
     expected = {f"{element.tag:08X}" for element in ds if element.tag.element}

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
@@ -31,6 +30,7 @@ from dicomweb_gw.dicomweb.rendered import NoPixelData, RenderService
 from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
+from testdata import pydicom_file
 
 T = TypeVar("T")
 STUDY = generate_uid()
@@ -40,13 +40,6 @@ MULTIFRAME = generate_uid()  # SeriesNumber 3: one 10-frame MR and one broken JP
 # Flat pixels of value v render to v / 2 through this window: 50 per InstanceNumber.
 FLAT_WINDOW = Window(255, 510, "LINEAR_EXACT")
 PNG = RenderParams("image/png", window=FLAT_WINDOW)
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not installed")
-    return Path(str(path))
 
 
 @dataclass
@@ -92,14 +85,14 @@ def pacs(tmp_path: Path) -> FakePacs:
     folder.mkdir()
     made: list[tuple[str, str, RetrievedInstance]] = []
     for number in (3, 1, 5, 2, 4):  # landing order is not instance order
-        ds = dcmread(sample("MR_small.dcm"))
+        ds = dcmread(pydicom_file("MR_small.dcm"))
         ds.InstanceNumber = number
         ds.PixelData = np.full((64, 64), number * 100, np.int16).tobytes()
         made.append((STUDY, NUMBERED, _save(ds, NUMBERED, 2, folder)))
-    made.append((STUDY, REPORTS, _save(dcmread(sample("reportsi.dcm")), REPORTS, 1, folder)))
-    made.append((STUDY, MULTIFRAME, _save(dcmread(sample("emri_small.dcm")), MULTIFRAME, 3,
+    made.append((STUDY, REPORTS, _save(dcmread(pydicom_file("reportsi.dcm")), REPORTS, 1, folder)))
+    made.append((STUDY, MULTIFRAME, _save(dcmread(pydicom_file("emri_small.dcm")), MULTIFRAME, 3,
                                           folder)))
-    broken = dcmread(sample("SC_rgb_jpeg_dcmtk.dcm"))
+    broken = dcmread(pydicom_file("SC_rgb_jpeg_dcmtk.dcm"))
     broken.PixelData = encapsulate([b"\xff\xd8\xff\xc0" + b"\x00\x07garbage" * 20])
     broken.InstanceNumber = 99
     made.append((STUDY, MULTIFRAME, _save(broken, MULTIFRAME, 3, folder)))

@@ -26,7 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dicomweb_gw.cache.blobs import blob_store_from_url
+from dicomweb_gw.cache.blob_urls import blob_store_from_url
 from dicomweb_gw.settings import load_settings
 from npm_cache import cache_dir, npm_pack, publish
 

@@ -8,12 +8,12 @@ import secrets
 import httpx
 import pydicom
 import pytest
-from pydicom.data import get_charset_files
 from pydicom.uid import generate_uid
 
 from corpus import Corpus
 from gateway_fixtures import RunningGateway
 from multipart_helpers import parse_multipart
+from testdata import charset_file
 
 pytestmark = pytest.mark.pacs
 JSON = {"Accept": "application/dicom+json"}
@@ -164,12 +164,9 @@ def _stow(gateway: RunningGateway, node: str, ds: pydicom.Dataset) -> None:
     assert response.status_code == 200, response.text
 
 
-def _charset_file(name: str) -> pydicom.Dataset:
+def _charset_instance(name: str) -> pydicom.Dataset:
     """One of pydicom's character set test files, with UIDs of its own."""
-    paths = get_charset_files(name)
-    if not paths:
-        pytest.skip("pydicom charset test files are not installed")
-    ds = pydicom.dcmread(paths[0])
+    ds = pydicom.dcmread(charset_file(name))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     return ds
@@ -216,7 +213,7 @@ def test_qido_keeps_the_pacs_character_set(gateway: RunningGateway, corpus: Corp
 
 @pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
 def test_iso_2022_japanese_instance(gateway: RunningGateway, node: str) -> None:
-    ds = _charset_file("chrH31.dcm")  # ISO 2022 IR 87, three component groups
+    ds = _charset_instance("chrH31.dcm")  # ISO 2022 IR 87, three component groups
     _stow(gateway, node, ds)
     item = _instance_metadata(gateway, node, ds)
     assert item["00080005"] == {"vr": "CS", "Value": [None, "ISO 2022 IR 87"]}
@@ -227,7 +224,7 @@ def test_iso_2022_japanese_instance(gateway: RunningGateway, node: str) -> None:
 
 @pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
 def test_empty_person_name_groups_and_values(gateway: RunningGateway, node: str) -> None:
-    ds = _charset_file("chrX1.dcm")  # ISO_IR 192, "Wang^XiaoDong=王^小東=": Phonetic empty
+    ds = _charset_instance("chrX1.dcm")  # ISO_IR 192, "Wang^XiaoDong=王^小東=": Phonetic empty
     ds.PerformingPhysicianName = "Doe^John\\"  # two values, the second one empty
     _stow(gateway, node, ds)
     item = _instance_metadata(gateway, node, ds)

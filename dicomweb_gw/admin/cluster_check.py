@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 
-import redis
-from redis.exceptions import RedisError
-
 from dicomweb_gw.admin.checks import Check, millis
-from dicomweb_gw.cache.blobs import BlobStoreError, blob_store_from_url
+from dicomweb_gw.cache.blob_urls import blob_store_from_url
+from dicomweb_gw.cache.blobs import BlobStoreError
+from dicomweb_gw.cluster.link import ping
 from dicomweb_gw.settings import Settings
 
 __all__ = ["check_redis", "check_shared_store"]
@@ -24,13 +23,9 @@ _TIMEOUT = 3.0
 def check_redis(url: str) -> Check:
     what = "Redis (DICOMWEB_GW_REDIS_URL)"
     started = time.perf_counter()
-    client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT)
-    try:
-        client.ping()
-    except RedisError as exc:
-        return Check(what, False, f"no answer: {exc} (after {millis(started)})")
-    finally:
-        client.close()
+    problem = ping(url, _TIMEOUT)
+    if problem is not None:
+        return Check(what, False, f"no answer: {problem} (after {millis(started)})")
     return Check(what, True, f"answered PING in {millis(started)}")
 
 

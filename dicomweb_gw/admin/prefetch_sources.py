@@ -16,10 +16,10 @@ from dicomweb_gw.admin.tables import element_text
 from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.query import parse_query
-from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
+from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.errors import NotFound
 from dicomweb_gw.http.multipart_reader import parse_media_type
-from dicomweb_gw.model import QueryLevel, RetrieveKeys
+from dicomweb_gw.model import InstanceHandle, QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 
 __all__ = ["HttpRetrieval", "LocalRetrieval", "PartCounter", "PrefetchFailed", "Retrieval",
@@ -143,10 +143,10 @@ class LocalRetrieval:
         await self._client.aclose()
 
 
-def _size(handle: object) -> int:
+def _size(handle: InstanceHandle) -> int:
     if isinstance(handle, CachedInstance):
         return handle.size
-    assert isinstance(handle, MemoryInstance)  # the cache was full: served from memory
+    # The cache was full: served from memory.
     return len(handle.instance.dataset)
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from dicomweb_gw.model import RetrievedInstance
+from dicomweb_gw.model import CachedInstance, RetrievedInstance
 
 __all__ = ["CacheFull", "CacheStats", "CachedInstance", "InstanceStore", "InvalidInstance"]
 
@@ -28,24 +27,6 @@ class InvalidInstance(ValueError):
 
     Such an instance cannot be filed under its study and series, so it is not cached.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class CachedInstance:
-    """One cached instance. ``path`` is a complete DICOM Part 10 file.
-
-    The file can be evicted or replaced once the store's lock is released: open
-    it promptly, and treat ``FileNotFoundError`` as a cache miss. An open file
-    stays readable (and unchanged) after eviction or replacement.
-    """
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    path: Path
-    size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
 from dicomweb_gw.cluster.link import KEY_PREFIX, RedisLink, stream_entries, text
-from dicomweb_gw.dicomweb.flights import Landed
+from dicomweb_gw.dicomweb.flights import Fetch, Landed, Producer
 from dicomweb_gw.errors import (
     GatewayError,
     NotFound,
@@ -44,9 +44,6 @@ __all__ = ["ClusterFlights", "FlightRoles"]
 
 log = logging.getLogger(__name__)
 
-Producer = Callable[[RetrieveKeys], AsyncGenerator[Landed, None]]
-#: Fetch an announced instance from the shared store: (study, series, sop) -> Landed or None.
-Fetch = Callable[[str, str, str], Awaitable[Landed | None]]
 
 _DONE = "done:"
 #: How long a finished flight's stream stays findable (the completeness record

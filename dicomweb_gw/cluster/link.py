@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["KEY_PREFIX", "RedisLink", "stream_entries", "text"]
+__all__ = ["KEY_PREFIX", "RedisLink", "ping", "stream_entries", "text"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,3 +127,15 @@ def stream_entries(answer: Any) -> list[tuple[str, dict[str, str]]]:
         return []
     return [(str(text(entry_id)), {str(text(k)): str(text(v)) for k, v in raw.items()})
             for entry_id, raw in answer[0][1]]
+
+
+def ping(url: str, timeout: float) -> str | None:
+    """None if the Redis at ``url`` answers PING within ``timeout`` seconds, else why not."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except RedisError as exc:
+        return str(exc)
+    finally:
+        client.close()
+    return None

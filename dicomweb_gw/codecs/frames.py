@@ -31,7 +31,7 @@ from dicomweb_gw.codecs.bulkdata import (
     read_at,
 )
 from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, is_native_syntax
-from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound
+from dicomweb_gw.errors import NotAcceptable, NotFound
 
 __all__ = [
     "FrameDecodeError",
@@ -39,7 +39,6 @@ __all__ = [
     "FrameNotFound",
     "FrameReader",
     "frame_info",
-    "parse_frame_list",
 ]
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
@@ -235,17 +234,6 @@ class FrameReader:
         if target.samples_per_pixel > 1 and target.planar_configuration == 1:
             array = array.transpose(2, 0, 1)  # pydicom returns interleaved samples
         return np.ascontiguousarray(array).tobytes()
-
-
-def parse_frame_list(text: str) -> list[int]:
-    """"1,3,5" -> [1, 3, 5]; duplicates and order kept. BadRequest when malformed."""
-    parts = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not (p.isascii() and p.isdigit()) for p in parts):
-        raise BadRequest(f"frame list '{text}' is not a comma-separated list of frame numbers")
-    numbers = [int(part) for part in parts]
-    if 0 in numbers:
-        raise BadRequest("frame numbers start at 1")
-    return numbers
 
 
 def _pixel_element(dataset: Dataset) -> tuple[int, RawDataElement]:

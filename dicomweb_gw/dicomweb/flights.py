@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dicomweb_gw.errors import PacsUnavailable
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import InstanceHandle, RetrieveKeys
 
-__all__ = ["Flight", "FlightTable", "Landed", "Producer"]
+__all__ = ["Fetch", "Flight", "FlightCoordinator", "FlightTable", "Landed", "Producer"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,27 @@ class Landed:
     study_uid: str
     series_uid: str
     sop_instance_uid: str
-    handle: object  # CachedInstance, or an in-memory instance when the cache could not take it
+    handle: InstanceHandle
 
 
+#: A retrieve: the instances under the keys, each as it lands.
 Producer = Callable[[RetrieveKeys], AsyncGenerator[Landed, None]]
+#: An instance another replica retrieved, from the shared store: (study, series, sop)
+#: -> Landed, or None when the store does not have it.
+Fetch = Callable[[str, str, str], Awaitable[Landed | None]]
+
+
+class FlightCoordinator(Protocol):
+    """Makes one retrieve of a producer serve several gateway replicas.
+
+    Implemented above this layer (cluster/flights.py, over Redis): the flight
+    table only needs to wrap its producer in it.
+    """
+
+    def producer(self, pacs: str, produce: Producer, fetch: Fetch) -> Producer:
+        """``produce`` wrapped so it runs once cluster-wide; the other replicas
+        ``fetch`` what it announces."""
+        ...
 
 
 @dataclass

@@ -32,10 +32,10 @@ from dicomweb_gw.codecs.mediatypes import (
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.codecs.transcode import FrameCache, SampleFormat, encode_frame, sample_format
 from dicomweb_gw.dicomweb.selection import PixelChoice, PixelRequest, choose_pixels
-from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
+from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.dicomweb.wado import EVICTED_MESSAGE, CacheEvicted, Part, instance_path
 from dicomweb_gw.errors import NotAcceptable, NotFound
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import InstanceHandle, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
 __all__ = ["BulkData", "PixelService", "evicted_as_503", "on_disk"]
@@ -164,7 +164,7 @@ class PixelService:
     def source(self) -> InstanceSource:
         return self._source
 
-    async def instance(self, pacs: PacsClient, keys: RetrieveKeys) -> object:
+    async def instance(self, pacs: PacsClient, keys: RetrieveKeys) -> InstanceHandle:
         """The instance under ``keys``: a CachedInstance, or a MemoryInstance the cache refused."""
         async with aclosing(self._source.instances(pacs, keys)) as landed:
             async for item in landed:
@@ -228,12 +228,11 @@ def evicted_as_503() -> Iterator[None]:
 
 
 @contextmanager
-def on_disk(handle: object) -> Iterator[Path]:
+def on_disk(handle: InstanceHandle) -> Iterator[Path]:
     """A path to the instance: its cache file, or a temporary one for an uncached instance."""
     if isinstance(handle, CachedInstance):
         yield handle.path
         return
-    assert isinstance(handle, MemoryInstance)
     with tempfile.NamedTemporaryFile(suffix=".dcm") as spill:
         for chunk in part10_chunks(handle.instance):
             spill.write(chunk)

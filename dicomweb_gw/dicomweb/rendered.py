@@ -33,9 +33,8 @@ from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.codecs.render import RenderParams, Viewport, render_frame
 from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.dicomweb.pixels import PixelService, evicted_as_503, on_disk
-from dicomweb_gw.dicomweb.source import MemoryInstance
 from dicomweb_gw.errors import NotAcceptable, NotFound
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import InstanceHandle, MemoryInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
 __all__ = ["THUMBNAIL_VIEWPORT", "NoPixelData", "RenderService"]
@@ -64,7 +63,7 @@ class _Candidate:
     place: _Place
     series_uid: str
     sop_instance_uid: str
-    handle: object
+    handle: InstanceHandle
 
     @property
     def order(self) -> tuple[int, str, int, str]:
@@ -108,7 +107,7 @@ class RenderService:
     # -- which instance ------------------------------------------------------
 
     async def _choose(self, pacs: PacsClient, keys: RetrieveKeys,
-                      pick: Callable[[Sequence[_Candidate]], _Candidate]) -> object:
+                      pick: Callable[[Sequence[_Candidate]], _Candidate]) -> InstanceHandle:
         if keys.instance_uid is not None:
             return await self._pixels.instance(pacs, keys)
         landed: list[Landed] = []
@@ -127,7 +126,7 @@ class RenderService:
 
     # -- rendering -----------------------------------------------------------
 
-    async def _render(self, handle: object, frame: int | None, params: RenderParams, *,
+    async def _render(self, handle: InstanceHandle, frame: int | None, params: RenderParams, *,
                       middle_frame: bool) -> bytes:
         with evicted_as_503(), on_disk(handle) as path:
             return await anyio.to_thread.run_sync(
@@ -167,10 +166,9 @@ class RenderService:
         return [_Candidate(self._place(item.handle), item.series_uid, item.sop_instance_uid,
                            item.handle) for item in landed]
 
-    def _place(self, handle: object) -> _Place:
+    def _place(self, handle: InstanceHandle) -> _Place:
         if isinstance(handle, MemoryInstance):
             return _place(BytesIO(b"".join(part10_chunks(handle.instance))))
-        assert isinstance(handle, CachedInstance)
         key = (handle.path, handle.path.stat().st_mtime_ns)
         with self._lock:
             place = self._places.get(key)

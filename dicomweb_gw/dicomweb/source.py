@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from io import BytesIO
-from typing import TYPE_CHECKING
 
 import anyio
 from pydicom import dcmread
@@ -20,29 +18,19 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
-from dicomweb_gw.dicomweb.flights import FlightTable, Landed, Producer
+from dicomweb_gw.dicomweb.flights import FlightCoordinator, FlightTable, Landed, Producer
 from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
-from dicomweb_gw.model import RetrievedInstance, RetrieveKeys, RetrieveReport
+from dicomweb_gw.model import MemoryInstance, RetrievedInstance, RetrieveKeys, RetrieveReport
 from dicomweb_gw.pacs.protocol import PacsClient
-
-if TYPE_CHECKING:
-    from dicomweb_gw.cluster.flights import ClusterFlights
 
 __all__ = ["InstanceSource", "MemoryInstance"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryInstance:
-    """An instance the cache could not take (full disk): served from memory once."""
-
-    instance: RetrievedInstance
-
-
 class InstanceSource:
     def __init__(self, store: Callable[[], InstanceStore], *, ttl: float,
-                 cluster: ClusterFlights | None = None) -> None:
+                 cluster: FlightCoordinator | None = None) -> None:
         # A factory: the store is opened (and reopened after a restart of the
         # app's lifespan) by the composition root, not when services are built.
         self._open_store = store

@@ -14,9 +14,9 @@ from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks
 from dicomweb_gw.codecs.transcode import TranscodeError, producible, transcode_instance
 from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.dicomweb.selection import InstanceSelection
-from dicomweb_gw.dicomweb.source import InstanceSource, MemoryInstance
+from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.errors import GatewayError
-from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
+from dicomweb_gw.model import InstanceHandle, MemoryInstance, RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
 
 __all__ = ["InstanceSelection", "Part", "WadoService", "instance_path"]
@@ -124,10 +124,9 @@ def _check_sendable(items: list[Landed], selection: InstanceSelection) -> None:
             raise ConversionFailed(selection.refusal(item.sop_instance_uid, stored))
 
 
-def _stored_syntax(handle: object) -> str:
+def _stored_syntax(handle: InstanceHandle) -> str:
     if isinstance(handle, CachedInstance):
         return handle.transfer_syntax_uid
-    assert isinstance(handle, MemoryInstance)
     return handle.instance.transfer_syntax_uid
 
 
@@ -135,9 +134,8 @@ def _content_type(transfer_syntax_uid: str) -> str:
     return f"application/dicom; transfer-syntax={transfer_syntax_uid}"
 
 
-def as_retrieved(handle: object) -> RetrievedInstance:
+def as_retrieved(handle: InstanceHandle) -> RetrievedInstance:
     """The instance's bytes, from the cache file or from memory (worker thread)."""
     if isinstance(handle, MemoryInstance):
         return handle.instance
-    assert isinstance(handle, CachedInstance)
     return instance_from_file(handle.path)

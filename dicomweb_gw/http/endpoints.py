@@ -13,7 +13,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dicomweb_gw.codecs.frames import parse_frame_list
 from dicomweb_gw.dicomweb import dicomxml
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
@@ -27,6 +26,7 @@ from dicomweb_gw.dicomweb.wado import Part, WadoService, instance_path
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService, absolute_bulk_uris
 from dicomweb_gw.errors import GatewayError, NotFound
 from dicomweb_gw.http.baseurl import base_url
+from dicomweb_gw.http.frame_list import parse_frame_list
 from dicomweb_gw.http.logfilter import StreamAborted
 from dicomweb_gw.http.multipart import MultipartWriter
 from dicomweb_gw.http.multipart_reader import check_stow_content_type, read_parts

@@ -18,25 +18,40 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.associations import MAX_PDU
 from dicomweb_gw.pacs.contexts import ACCEPTED_SYNTAXES, VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 
-if TYPE_CHECKING:
-    from dicomweb_gw.cluster.moves import MoveRouting
-    from dicomweb_gw.model import RetrievedInstance
-
-__all__ = ["MoveReceiver", "QuicklyCopiedContexts"]
+__all__ = ["MoveReceiver", "MoveRouter", "QuicklyCopiedContexts"]
 
 log = logging.getLogger(__name__)
+
+
+class MoveRouter(Protocol):
+    """Routes C-MOVE sub-operations between gateway replicas (cluster/moves.py, over Redis).
+
+    A PACS sends a move's instances to whichever replica its move destination
+    reaches, not necessarily the one that sent the C-MOVE.
+    """
+
+    def register(self, node: str) -> int | None:
+        """A cluster-wide Message ID for a new move to ``node``; None to allocate locally."""
+        ...
+
+    def unregister(self, msg_id: int) -> None: ...
+
+    def forward(self, msg_id: int, instance: RetrievedInstance) -> int | None:
+        """Hand an instance of another replica's move ``msg_id`` over; the C-STORE
+        status, or None when no replica owns that move."""
+        ...
 
 
 class MoveReceiver:
@@ -49,7 +64,7 @@ class MoveReceiver:
         self._expected: dict[int, tuple[RetrieveKeys, InstanceSink]] = {}
         self._ids = itertools.count(1)
         #: Set by the gateway when replicas share moves through Redis.
-        self.routing: MoveRouting | None = None
+        self.routing: MoveRouter | None = None
 
     @property
     def port(self) -> int:
