@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
+from dicomweb_gw.dicomweb.uploads import UploadedPart
 from dicomweb_gw.errors import BadRequest
 from dicomweb_gw.http.multipart_reader import (
     SPOOL_MEMORY_BYTES,
@@ -53,7 +54,7 @@ def read_all(data: bytes, sizes: Iterable[int] = (65536,) * 10_000, *,
             with part.file:
                 content = part.file.read()
             assert len(content) == part.size
-            found.append((part.headers, content))
+            found.append((dict(part.headers), content))
         return found
 
     return asyncio.run(run())
@@ -116,6 +117,23 @@ def test_parts_and_their_headers_are_kept() -> None:
     assert parts == [({"content-type": "application/dicom", "x-custom": "some value"},
                       b"first"),
                      ({"content-type": "application/dicom"}, b"second")]
+
+
+def test_parts_are_the_upload_type_dicomweb_defines() -> None:
+    # STOW (dicomweb/) defines what it consumes; the HTTP layer only builds it (issue #19).
+    data = body([(DICOM, b"x")])
+
+    async def run() -> list[UploadedPart]:
+        seen: list[UploadedPart] = []
+        async for part in read_parts(chunked(data, [len(data)]), BOUNDARY, max_bytes=1 << 20):
+            part.file.close()
+            seen.append(part)
+        return seen
+
+    [part] = asyncio.run(run())
+    assert type(part) is UploadedPart
+    assert part.content_type == "application/dicom"
+    assert part.size == 1
 
 
 def test_folded_and_repeated_headers() -> None:
@@ -229,3 +247,113 @@ def test_consumer_leaving_early_closes_the_part_in_progress() -> None:
             return first.file.read()
 
     assert asyncio.run(run()) == b"a"
+
+
+# -- edges each parser state makes explicit ------------------------------------
+# These pin today's behaviour (they pass on the parser before its rewrite as a
+# state machine, issue #19) so the rewrite cannot change it unnoticed.
+
+DELIMITER = f"\r\n--{BOUNDARY}".encode()
+TRUNCATED = (f"multipart body ended before its close delimiter (--{BOUNDARY}--): "
+             "truncated upload?")
+
+
+def test_delimiters_split_at_every_byte_of_every_chunk_size() -> None:
+    # Every chunk size up to a delimiter and its padding, at every alignment: each
+    # delimiter, padding, header block end and CRLF lands across chunk edges in every way.
+    parts = [*TRICKY, (DICOM, b"last")]
+    data = body(parts, padding=b" \t")
+    for size in range(1, len(DELIMITER) + 6):
+        for offset in range(1, size + 1):
+            found = read_all(data, [offset] + [size] * len(data))
+            assert [payload for _, payload in found] == [p for _, p in parts], (size, offset)
+
+
+def test_part_without_headers_has_no_content_type_at_every_split() -> None:
+    data = f"--{BOUNDARY}\r\n\r\nraw\r\nbytes\r\n--{BOUNDARY}--".encode()
+
+    async def run(sizes: list[int]) -> list[tuple[dict[str, str], str | None, bytes]]:
+        seen = []
+        async for part in read_parts(chunked(data, sizes), BOUNDARY, max_bytes=1 << 20):
+            with part.file:
+                seen.append((dict(part.headers), part.content_type, part.file.read()))
+        return seen
+
+    for cut in range(1, len(data)):
+        assert asyncio.run(run([cut, len(data)])) == [({}, None, b"raw\r\nbytes")], cut
+
+
+def test_lf_only_line_ends_are_refused() -> None:
+    # RFC 2046 delimiters end in CRLF; a body with bare LFs is not guessed at.
+    data = body([(DICOM, b"abc")]).replace(b"\r\n", b"\n")
+    with pytest.raises(BadRequest) as caught:
+        read_all(data)
+    assert caught.value.message == TRUNCATED
+
+
+@pytest.mark.parametrize(("data", "limits", "error", "message"), [
+    (b"", {}, BadRequest, TRUNCATED),
+    (b"preamble only", {}, BadRequest, TRUNCATED),
+    (body([(DICOM, b"abc")])[:-2], {}, BadRequest, TRUNCATED),  # "--" of the close cut off
+    (body([(DICOM, b"abc")])[:40], {}, BadRequest, TRUNCATED),  # cut in the headers
+    (f"--{BOUNDARY}junk\r\n\r\nx\r\n--{BOUNDARY}--".encode(), {}, BadRequest,
+     "malformed multipart body: unexpected characters after a boundary delimiter"),
+    (f"--{BOUNDARY}".encode() + b" " * 2000, {}, BadRequest,
+     "malformed multipart body: no CRLF after a boundary"),
+    (f"--{BOUNDARY}\r\nX-Long: {'a' * 17_000}".encode(), {}, BadRequest,
+     "part headers longer than 16384 bytes"),
+    (body([(f"X-Long: {'a' * 17_000}\r\n", b"x")]), {}, BadRequest,
+     "part headers longer than 16384 bytes"),
+    (f"--{BOUNDARY}\r\nContent-Type application/dicom\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+     {}, BadRequest, "malformed part header line 'Content-Type application/dicom'"),
+    (body([(DICOM, b"x" * 100)]), {"max_bytes": 50}, PayloadTooLarge,
+     "request body larger than the limit of 50 bytes"),
+    (body([(DICOM, b"x")] * 3), {"max_parts": 2}, PayloadTooLarge,
+     "more than 2 parts in one request: split the upload"),
+])
+def test_each_refusal_keeps_its_status_and_message(
+        data: bytes, limits: dict[str, int], error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as caught:
+        read_all(data, max_bytes=limits.get("max_bytes", 1 << 30),
+                 max_parts=limits.get("max_parts", 100))
+    assert isinstance(caught.value, BadRequest | PayloadTooLarge)
+    assert caught.value.status_code == (413 if error is PayloadTooLarge else 400)
+    assert caught.value.message == message
+
+
+def test_parts_before_an_error_are_handed_over_first() -> None:
+    data = (f"--{BOUNDARY}\r\n{DICOM}\r\nfirst\r\n--{BOUNDARY}\r\nbad header\r\n\r\nx\r\n"
+            f"--{BOUNDARY}--").encode()
+    seen: list[bytes] = []
+
+    async def run() -> None:
+        async for part in read_parts(chunked(data, [len(data)]), BOUNDARY, max_bytes=1 << 20):
+            with part.file:
+                seen.append(part.file.read())
+
+    with pytest.raises(BadRequest):
+        asyncio.run(run())
+    assert seen == [b"first"]
+
+
+def test_each_part_is_handed_over_before_the_next_chunk_is_read() -> None:
+    data = body([(DICOM, b"first"), (DICOM, b"second")])
+    pulled = 0
+
+    async def byte_by_byte() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for position in range(len(data)):
+            pulled += 1
+            yield data[position:position + 1]
+
+    async def run() -> list[tuple[bytes, int]]:
+        seen = []
+        async for part in read_parts(byte_by_byte(), BOUNDARY, max_bytes=1 << 20):
+            with part.file:
+                seen.append((part.file.read(), pulled))
+        return seen
+
+    # A part is complete, and handed over, with the last byte of the delimiter after it.
+    first_end = data.index(DELIMITER, data.index(b"first")) + len(DELIMITER)
+    second_end = data.index(DELIMITER, data.index(b"second")) + len(DELIMITER)
+    assert asyncio.run(run()) == [(b"first", first_end), (b"second", second_end)]

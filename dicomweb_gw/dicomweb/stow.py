@@ -15,17 +15,23 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from pydicom import dcmread
 
 from dicomweb_gw.cache.protocol import InstanceStore
+from dicomweb_gw.dicomweb.uploads import UploadedPart
 from dicomweb_gw.errors import BadRequest, PacsFailure
-from dicomweb_gw.pacs.protocol import PacsClient, StoreOutcome, StoreRequest
-
-if TYPE_CHECKING:  # only the type: dicomweb/ does not depend on the HTTP layer at run time
-    from dicomweb_gw.http.multipart_reader import UploadedPart
+from dicomweb_gw.pacs.protocol import (  # the Failure Reason table is shared with pacs/
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    PROCESSING_FAILURE,
+    STUDY_MISMATCH,
+    PacsClient,
+    StoreOutcome,
+    StoreRequest,
+)
 
 __all__ = [
     "CANNOT_UNDERSTAND",
@@ -37,17 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Failure Reason (0008,1197) values, PS3.18 Table I.2-2, for what the gateway refuses itself.
-#: "Error: Cannot understand": not a DICOM Part 10 instance, or its identity is unreadable.
-CANNOT_UNDERSTAND = 0xC000
-#: "Error: Data Set does not match SOP Class": a Type 1 UID the instance needs is missing.
-DOES_NOT_MATCH_SOP_CLASS = 0xA900
-#: "Processing failure": the PACS gave no status for the instance.
-PROCESSING_FAILURE = 0x0110
-#: The instance belongs to another study than the one in the URL. PS3.18 defines
-#: no code for this (only the 409 it leads to); 0xC409 is dcm4chee-arc's.
-STUDY_MISMATCH = 0xC409
 
 _REFERENCED_SOP_CLASS = "00081150"
 _REFERENCED_SOP_INSTANCE = "00081155"

@@ -16,13 +16,12 @@ epilogue and ignored.
 
 from __future__ import annotations
 
-import enum
 import re
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import IO
 
+from dicomweb_gw.dicomweb.uploads import UploadedPart
 from dicomweb_gw.errors import BadRequest, GatewayError
 
 __all__ = [
@@ -62,22 +61,6 @@ class UnsupportedMediaType(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     status_code = 413
-
-
-@dataclass
-class UploadedPart:
-    """One part of the body: headers (lower-case names) and its bytes, rewound.
-
-    The consumer owns ``file`` and must close it.
-    """
-
-    headers: dict[str, str]
-    file: IO[bytes]
-    size: int
-
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
 
 
 def check_stow_content_type(content_type: str | None) -> str:
@@ -132,14 +115,6 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     return match.group(1).lower(), params
 
 
-class _State(enum.Enum):
-    PREAMBLE = enum.auto()
-    DELIMITER_LINE = enum.auto()  # after a delimiter: "--" (close) or padding + CRLF
-    HEADERS = enum.auto()
-    BODY = enum.auto()
-    EPILOGUE = enum.auto()
-
-
 async def read_parts(
     body: AsyncIterator[bytes], boundary: str, *, max_bytes: int, max_parts: int = MAX_PARTS
 ) -> AsyncIterator[UploadedPart]:
@@ -149,92 +124,151 @@ async def read_parts(
     (without reading further) or the body has more than ``max_parts`` parts, and
     ``BadRequest`` for a malformed or truncated body (no close delimiter).
     """
-    delimiter = b"--" + boundary.encode("ascii")
-    # Every delimiter is CRLF--boundary; starting the buffer with a CRLF lets
-    # the first one, at the very start of the body, be found like the others.
-    # If the body has a preamble, this CRLF just becomes part of it.
-    buffer = bytearray(_CRLF)
-    delimiter = _CRLF + delimiter
-    keep = len(delimiter) - 1  # a delimiter may straddle two chunks
-    state = _State.PREAMBLE
-    headers: dict[str, str] = {}
-    spool: IO[bytes] | None = None
-    size = parts = received = 0
-    chunks = aiter(body)
-    ended = False
+    parser = _PartsParser(boundary, max_bytes=max_bytes, max_parts=max_parts)
     try:
-        while True:
-            if state is _State.PREAMBLE:
-                found = buffer.find(delimiter)
-                if found >= 0:
-                    del buffer[: found + len(delimiter)]
-                    state = _State.DELIMITER_LINE
-                    continue
-                del buffer[: max(0, len(buffer) - keep)]
-            elif state is _State.DELIMITER_LINE:
-                if buffer.startswith(b"--"):
-                    state = _State.EPILOGUE
-                    continue
-                line_end = buffer.find(_CRLF)
-                if line_end >= 0:
-                    if buffer[:line_end].strip(b" \t"):
-                        raise BadRequest("malformed multipart body: unexpected characters "
-                                         "after a boundary delimiter")
-                    del buffer[: line_end + 2]
-                    state = _State.HEADERS
-                    continue
-                if len(buffer) > MAX_PADDING_BYTES:
-                    raise BadRequest("malformed multipart body: no CRLF after a boundary")
-            elif state is _State.HEADERS:
-                block = _header_block(buffer)
-                if block is not None:
-                    headers = _parse_headers(block)
-                    parts += 1
-                    if parts > max_parts:
-                        raise PayloadTooLarge(f"more than {max_parts} parts in one request: "
-                                              "split the upload")
-                    # Handed to the consumer, who closes it (or closed in `finally` here).
-                    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-                        max_size=SPOOL_MEMORY_BYTES)
-                    size = 0
-                    state = _State.BODY
-                    continue
-            elif state is _State.BODY:
-                assert spool is not None
-                found = buffer.find(delimiter)
-                if found >= 0:
-                    spool.write(buffer[:found])
-                    size += found
-                    del buffer[: found + len(delimiter)]
-                    spool.seek(0)
-                    part, spool = UploadedPart(headers, spool, size), None
-                    state = _State.DELIMITER_LINE
-                    yield part
-                    continue
-                if len(buffer) > keep:
-                    safe = len(buffer) - keep
-                    spool.write(buffer[:safe])
-                    size += safe
-                    del buffer[:safe]
-            else:  # EPILOGUE: ignored, but read to the end so the size limit still holds
-                buffer.clear()
-
-            if ended:
-                if state is _State.EPILOGUE:
-                    return
-                raise BadRequest("multipart body ended before its close delimiter "
-                                 f"(--{boundary}--): truncated upload?")
-            chunk = await anext(chunks, None)
-            if chunk is None:
-                ended = True
-                continue
-            received += len(chunk)
-            if received > max_bytes:
-                raise PayloadTooLarge(f"request body larger than the limit of {max_bytes} bytes")
-            buffer += chunk
+        async for chunk in body:
+            parser.feed(chunk)
+            while (part := parser.next_part()) is not None:
+                yield part
+        parser.end()
     finally:
-        if spool is not None:
-            spool.close()
+        parser.close()
+
+
+class _PartsParser:
+    """The multipart grammar as a state machine, fed one chunk at a time.
+
+    The state is the method that reads the front of the buffer: preamble, after a
+    delimiter, headers, body, epilogue. Each takes what it can and returns True
+    once it has moved the parser to another state, or False when it needs more
+    bytes; the body state also leaves the part it completed in ``_completed``.
+    """
+
+    def __init__(self, boundary: str, *, max_bytes: int, max_parts: int) -> None:
+        self._boundary = boundary
+        self._max_bytes = max_bytes
+        self._max_parts = max_parts
+        # Every delimiter is CRLF--boundary; starting the buffer with a CRLF lets
+        # the first one, at the very start of the body, be found like the others.
+        # If the body has a preamble, this CRLF just becomes part of it.
+        self._delimiter = _CRLF + b"--" + boundary.encode("ascii")
+        # A delimiter may straddle two chunks: while looking for one, a state keeps
+        # back the last bytes, which may be its start.
+        self._kept_back = len(self._delimiter) - 1
+        self._buffer = bytearray(_CRLF)
+        self._received = 0
+        self._parts = 0
+        self._part_headers: dict[str, str] = {}
+        self._spool: IO[bytes] | None = None  # the body of the part being read
+        self._size = 0
+        self._completed: UploadedPart | None = None
+        self._state: Callable[[], bool] = self._in_preamble
+
+    # -- driving -------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> None:
+        """Add the next chunk of the body, or 413 once the body passes its size limit."""
+        self._received += len(chunk)
+        if self._received > self._max_bytes:
+            raise PayloadTooLarge(
+                f"request body larger than the limit of {self._max_bytes} bytes")
+        self._buffer += chunk
+
+    def next_part(self) -> UploadedPart | None:
+        """The next part the bytes fed so far complete; None when more bytes are needed."""
+        while self._state():
+            if self._completed is not None:
+                part, self._completed = self._completed, None
+                return part
+        return None
+
+    def end(self) -> None:
+        """The body has ended: fine after the close delimiter, a truncated upload before."""
+        if self._state != self._in_epilogue:
+            raise BadRequest("multipart body ended before its close delimiter "
+                             f"(--{self._boundary}--): truncated upload?")
+
+    def close(self) -> None:
+        """Close the part being read, if any; a part handed over is its consumer's to close."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    # -- states --------------------------------------------------------------
+
+    def _in_preamble(self) -> bool:
+        """Before the first delimiter: ignored, but for what may be a delimiter's start."""
+        found = self._buffer.find(self._delimiter)
+        if found < 0:
+            del self._buffer[: max(0, len(self._buffer) - self._kept_back)]
+            return False
+        del self._buffer[: found + len(self._delimiter)]
+        self._state = self._after_delimiter
+        return True
+
+    def _after_delimiter(self) -> bool:
+        """``--`` closes the body; otherwise transport padding and a CRLF start a part."""
+        if self._buffer.startswith(b"--"):
+            self._state = self._in_epilogue
+            return True
+        line_end = self._buffer.find(_CRLF)
+        if line_end < 0:
+            if len(self._buffer) > MAX_PADDING_BYTES:
+                raise BadRequest("malformed multipart body: no CRLF after a boundary")
+            return False
+        if self._buffer[:line_end].strip(b" \t"):
+            raise BadRequest("malformed multipart body: unexpected characters "
+                             "after a boundary delimiter")
+        del self._buffer[: line_end + len(_CRLF)]
+        self._state = self._in_headers
+        return True
+
+    def _in_headers(self) -> bool:
+        """A part's header block, up to its empty line; then the part counts against the limit."""
+        block = _header_block(self._buffer)
+        if block is None:
+            return False
+        self._part_headers = _parse_headers(block)
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise PayloadTooLarge(f"more than {self._max_parts} parts in one request: "
+                                  "split the upload")
+        # Handed to the consumer, who closes it (or closed by `close` if never handed over).
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self._size = 0
+        self._state = self._in_body
+        return True
+
+    def _in_body(self) -> bool:
+        """A part's bytes, spooled as they come, up to the delimiter after them."""
+        found = self._buffer.find(self._delimiter)
+        if found < 0:
+            self._spool_front(len(self._buffer) - self._kept_back)
+            return False
+        self._spool_front(found)
+        del self._buffer[: len(self._delimiter)]
+        assert self._spool is not None
+        self._spool.seek(0)
+        self._completed = UploadedPart(self._part_headers, self._spool, self._size)
+        self._spool = None
+        self._state = self._after_delimiter
+        return True
+
+    def _in_epilogue(self) -> bool:
+        """After the close delimiter: ignored, but read to the end so the size limit holds."""
+        self._buffer.clear()
+        return False
+
+    # -- helpers -------------------------------------------------------------
+
+    def _spool_front(self, count: int) -> None:
+        """Move the first ``count`` bytes of the buffer (if any) to the part's body."""
+        if count <= 0:
+            return
+        assert self._spool is not None
+        self._spool.write(self._buffer[:count])
+        self._size += count
+        del self._buffer[:count]
 
 
 def _header_block(buffer: bytearray) -> bytes | None:
