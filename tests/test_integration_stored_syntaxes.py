@@ -29,7 +29,7 @@ from pydicom.uid import HTJ2KLossless, JPEGLossless, JPEGLosslessSV1
 from corpus import Corpus, StudyInfo
 from dicomweb_gw.demo import DemoPacs
 from dicomweb_gw.model import RetrieveKeys
-from dicomweb_gw.pacs import contexts
+from dicomweb_gw.pacs import contexts, holdings
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.settings import PacsNode
 from gateway_fixtures import RunningGateway, make_settings, running_gateway
@@ -137,15 +137,15 @@ def test_stored_syntaxes_that_do_not_fit_one_association_are_fetched_over_two(
                 second: {SC_IMAGE: everything, MR_IMAGE: everything}}
     with strict_pacs_gateway(tmp_path, "c-get", study) as gateway:
         client: DimsePacsClient = gateway.app.state.gateway.clients["strict"]
-        monkeypatch.setattr(client, "_series_holdings",
-                            lambda _keys, series_uid: reported[series_uid])
+        monkeypatch.setattr(holdings, "series_holdings",
+                            lambda _finder, _keys, series_uid: reported[series_uid])
         fetched: list[RetrieveKeys] = []
-        get = client._get
+        get = client._retriever._get
 
         def spy(assoc: object, keys: RetrieveKeys, sink: object) -> None:
             fetched.append(keys)
             get(assoc, keys, sink)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(client, "_get", spy)
+        monkeypatch.setattr(client._retriever, "_get", spy)
         _assert_as_stored(_parts(_get_as_stored(gateway, None, study)), study)
     assert fetched == [RetrieveKeys(study.study_uid, first), RetrieveKeys(study.study_uid, second)]

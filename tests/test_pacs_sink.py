@@ -10,11 +10,12 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.errors import PacsFailure
 from dicomweb_gw.model import RetrievedInstance, RetrieveReport
-from dicomweb_gw.pacs.dimse import DimsePacsClient
+from dicomweb_gw.pacs.retrieve import await_stragglers
 from dicomweb_gw.pacs.sink import STORE_SUCCESS, InstanceSink
 from dicomweb_gw.settings import PacsNode
 
 INSTANCE = RetrievedInstance("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1", b"")
+NODE = PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05)
 
 
 class Taken:
@@ -57,35 +58,29 @@ def _final(completed: int, warnings: int = 0) -> Dataset:
 
 
 def test_a_retrieve_short_of_what_the_pacs_reported_fails() -> None:
-    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
-                             ae_title="GW")
     sink = _sink()
     for _ in range(3):
         sink.deliver(INSTANCE)
 
-    client._await_stragglers("C-MOVE", _final(3, warnings=0), sink)  # all there: fine
+    await_stragglers(NODE, "C-MOVE", _final(3, warnings=0), sink)  # all there: fine
     with pytest.raises(PacsFailure, match="reported 4 instances sent, but 3 arrived"):
-        client._await_stragglers("C-MOVE", _final(3, warnings=1), sink)
+        await_stragglers(NODE, "C-MOVE", _final(3, warnings=1), sink)
 
 
 def test_the_final_success_fills_in_the_report_with_the_pacs_counts() -> None:
-    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
-                             ae_title="GW")
     report = RetrieveReport()
     sink = InstanceSink(Taken(), report)  # type: ignore[arg-type]
     for _ in range(2):
         sink.deliver(INSTANCE)
-    client._await_stragglers("C-GET", _final(2), sink)
+    await_stragglers(NODE, "C-GET", _final(2), sink)
     assert report == RetrieveReport(succeeded=True, reported=2, failed=0, received=2)
     assert report.complete
 
 
 def test_an_empty_successful_retrieve_is_not_complete() -> None:
     """dcmqrscp's answer for a study it does not hold (yet)."""
-    client = DimsePacsClient(PacsNode("main", "127.0.0.1", 104, "PACS", timeout=0.05),
-                             ae_title="GW")
     report = RetrieveReport()
-    client._await_stragglers("C-MOVE", _final(0), InstanceSink(Taken(), report))  # type: ignore[arg-type]
+    await_stragglers(NODE, "C-MOVE", _final(0), InstanceSink(Taken(), report))  # type: ignore[arg-type]
     assert report.succeeded
     assert not report.complete
 

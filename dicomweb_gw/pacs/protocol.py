@@ -15,7 +15,34 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
 
-__all__ = ["PacsClient", "StoreOutcome", "StoreRequest"]
+__all__ = [
+    "CANNOT_UNDERSTAND",
+    "DOES_NOT_MATCH_SOP_CLASS",
+    "PROCESSING_FAILURE",
+    "SOP_CLASS_NOT_SUPPORTED",
+    "STUDY_MISMATCH",
+    "TRANSFER_SYNTAX_NOT_SUPPORTED",
+    "PacsClient",
+    "StoreOutcome",
+    "StoreRequest",
+]
+
+# Failure Reason (0008,1197) values, PS3.18 Table I.2-2, that the gateway assigns itself:
+# to what it refuses before sending (dicomweb/stow.py), and to what the PACS gave no
+# C-STORE status for (StoreOutcome.failure_reason, set by pacs/storescu.py).
+#: "Processing failure": not sent, or no answer, because the association broke.
+PROCESSING_FAILURE = 0x0110
+#: "Referenced SOP Class not supported": the PACS accepted no context for the class.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: "Referenced Transfer Syntax not supported": not accepted as is, and not convertible.
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+#: "Error: Data Set does not match SOP Class": a Type 1 UID the instance needs is missing.
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+#: "Error: Cannot understand": not a DICOM Part 10 instance, or its identity is unreadable.
+CANNOT_UNDERSTAND = 0xC000
+#: The instance belongs to another study than the one in the URL. PS3.18 defines
+#: no code for this (only the 409 it leads to); 0xC409 is dcm4chee-arc's.
+STUDY_MISMATCH = 0xC409
 
 
 @dataclass(frozen=True)

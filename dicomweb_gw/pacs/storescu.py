@@ -38,7 +38,13 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomweb_gw.codecs.part10 import instance_from_file, part10_chunks, to_explicit_little_endian
-from dicomweb_gw.pacs.protocol import StoreOutcome, StoreRequest
+from dicomweb_gw.pacs.protocol import (  # the Failure Reasons assigned when no status came
+    PROCESSING_FAILURE,
+    SOP_CLASS_NOT_SUPPORTED,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
+    StoreOutcome,
+    StoreRequest,
+)
 
 __all__ = [
     "PROCESSING_FAILURE",
@@ -52,14 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# PS3.18 Table I.2-2 Failure Reasons the gateway assigns itself when the PACS gave no status.
-#: "Processing failure": not sent, or no answer, because the association broke.
-PROCESSING_FAILURE = 0x0110
-#: "Referenced SOP Class not supported": the PACS accepted no context for the class.
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-#: "Referenced Transfer Syntax not supported": not accepted as is, and not convertible.
-TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 _MAX_CONTEXTS = 128  # PS3.8: context IDs are odd numbers 1-255
 _UNCOMPRESSED = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
@@ -146,74 +144,127 @@ def _send_all(
     assoc: Association, requests: Sequence[StoreRequest], next_id: Callable[[], int],
     proposed: set[str],
 ) -> list[StoreOutcome]:
-    accepted: dict[str, set[str]] = {}
-    for context in assoc.accepted_contexts:
-        accepted.setdefault(str(context.abstract_syntax), set()).add(
-            str(context.transfer_syntax[0]))
+    """C-STORE each request in turn; when the association breaks, the rest are lost
+    (or, before any instance was confirmed, the whole batch: ``StoreInterrupted``)."""
     outcomes: list[StoreOutcome] = []
-    confirmed = 0
-    last_activity = time.monotonic()
-    with ExitStack() as stack:
-        work: Path | None = None
+    with _Sender(assoc, next_id, proposed) as sender:
         for index, request in enumerate(requests):
             if not assoc.is_established:  # the PACS aborted between two C-STOREs
-                if confirmed == 0:
-                    raise StoreInterrupted(assoc, last_activity)
+                sender.interrupt_if_nothing_confirmed()
                 return outcomes + _lost(requests[index:])
-            syntaxes = accepted.get(request.sop_class_uid)
-            if not syntaxes:
-                why = ("the PACS accepted no presentation context for it"
-                       if request.sop_class_uid in proposed
-                       else "too many SOP classes in one request to propose them all")
-                outcomes.append(_not_sent(request, SOP_CLASS_NOT_SUPPORTED,
-                                          f"{_name(request.sop_class_uid)}: {why}"))
-                continue
-            target = _target_syntax(request.transfer_syntax_uid, syntaxes)
-            if target is None:
-                outcomes.append(_not_sent(
-                    request, TRANSFER_SYNTAX_NOT_SUPPORTED,
-                    f"the PACS takes {_name(request.sop_class_uid)} only in "
-                    f"{', '.join(sorted(_name(s) for s in syntaxes))}, not "
-                    f"{_name(request.transfer_syntax_uid)}"))
-                continue
-            path = request.path
-            if target != request.transfer_syntax_uid:
-                if work is None:
-                    work = Path(stack.enter_context(
-                        tempfile.TemporaryDirectory(prefix="dicomweb-gw-store-")))
-                try:
-                    path = convert(request.path, target, work / f"{index}.dcm")
-                except Exception as exc:  # any decoder error: this instance fails, not the batch
-                    outcomes.append(_not_sent(
-                        request, TRANSFER_SYNTAX_NOT_SUPPORTED,
-                        f"cannot convert {_name(request.transfer_syntax_uid)} to "
-                        f"{_name(target)}, the only syntaxes the PACS accepts: {exc}"))
-                    continue
-            last_activity = time.monotonic()
             try:
-                status = assoc.send_c_store(path, msg_id=next_id())
-            except (OSError, ValueError, AttributeError) as exc:
-                # Unreadable file, or File Meta pynetdicom cannot use: nothing was sent.
-                outcomes.append(_not_sent(request, PROCESSING_FAILURE, f"not sent: {exc}"))
-                continue
-            except RuntimeError:  # pynetdicom: the association ended just before the send
-                status = Dataset()
-            finally:
-                if path != request.path:
-                    path.unlink(missing_ok=True)  # converted copies can be large
-            if "Status" not in status:
+                outcomes.append(sender.store(index, request))
+            except _NoAnswer:
                 # pynetdicom has aborted the association (DIMSE timeout, or the PACS aborted).
-                if confirmed == 0:
-                    raise StoreInterrupted(assoc, last_activity)
+                sender.interrupt_if_nothing_confirmed()
                 outcomes.append(_not_sent(
                     request, PROCESSING_FAILURE,
                     "no answer from the PACS (timeout or abort): it may or may not be stored"))
                 return outcomes + _lost(requests[index + 1:])
-            last_activity = time.monotonic()
-            outcome = _answered(request, int(status.Status), status.get("ErrorComment"))
-            confirmed += outcome.stored
-            outcomes.append(outcome)
     return outcomes
+
+
+class _NotSent(Exception):
+    """This request cannot go to the PACS: ``outcome`` says why."""
+
+    def __init__(self, outcome: StoreOutcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+class _NoAnswer(Exception):
+    """The association broke while the PACS had a request: it may or may not be stored."""
+
+
+class _Sender:
+    """C-STOREs requests one at a time over ``assoc``, each in a syntax the PACS accepted."""
+
+    def __init__(self, assoc: Association, next_id: Callable[[], int], proposed: set[str]) -> None:
+        self._assoc = assoc
+        self._next_id = next_id
+        self._proposed = proposed
+        self._accepted: dict[str, set[str]] = {}
+        for context in assoc.accepted_contexts:
+            self._accepted.setdefault(str(context.abstract_syntax), set()).add(
+                str(context.transfer_syntax[0]))
+        self._cleanup = ExitStack()
+        self._work: Path | None = None
+        #: How many instances the PACS confirmed stored so far.
+        self.confirmed = 0
+        self.last_activity = time.monotonic()
+
+    def __enter__(self) -> _Sender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._cleanup.close()
+
+    def interrupt_if_nothing_confirmed(self) -> None:
+        """Until the PACS has confirmed an instance, a break is the whole batch's failure."""
+        if self.confirmed == 0:
+            raise StoreInterrupted(self._assoc, self.last_activity)
+
+    def store(self, index: int, request: StoreRequest) -> StoreOutcome:
+        """The outcome of C-STORing ``request``; raises ``_NoAnswer`` if none came."""
+        try:
+            target = self._syntax_for(request)
+            status = self._send(self._file_in(target, index, request), request)
+        except _NotSent as refused:
+            return refused.outcome
+        self.last_activity = time.monotonic()
+        outcome = _answered(request, int(status.Status), status.get("ErrorComment"))
+        self.confirmed += outcome.stored
+        return outcome
+
+    def _syntax_for(self, request: StoreRequest) -> str:
+        """The syntax to send ``request`` in: its own if accepted, else an uncompressed one."""
+        syntaxes = self._accepted.get(request.sop_class_uid)
+        if not syntaxes:
+            why = ("the PACS accepted no presentation context for it"
+                   if request.sop_class_uid in self._proposed
+                   else "too many SOP classes in one request to propose them all")
+            raise _NotSent(_not_sent(request, SOP_CLASS_NOT_SUPPORTED,
+                                     f"{_name(request.sop_class_uid)}: {why}"))
+        target = _target_syntax(request.transfer_syntax_uid, syntaxes)
+        if target is None:
+            raise _NotSent(_not_sent(
+                request, TRANSFER_SYNTAX_NOT_SUPPORTED,
+                f"the PACS takes {_name(request.sop_class_uid)} only in "
+                f"{', '.join(sorted(_name(s) for s in syntaxes))}, not "
+                f"{_name(request.transfer_syntax_uid)}"))
+        return target
+
+    def _file_in(self, target: str, index: int, request: StoreRequest) -> Path:
+        """The file to send: the request's own, or a copy converted to ``target``."""
+        if target == request.transfer_syntax_uid:
+            return request.path
+        if self._work is None:
+            self._work = Path(self._cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="dicomweb-gw-store-")))
+        try:
+            return convert(request.path, target, self._work / f"{index}.dcm")
+        except Exception as exc:  # any decoder error: this instance fails, not the batch
+            raise _NotSent(_not_sent(
+                request, TRANSFER_SYNTAX_NOT_SUPPORTED,
+                f"cannot convert {_name(request.transfer_syntax_uid)} to "
+                f"{_name(target)}, the only syntaxes the PACS accepts: {exc}")) from exc
+
+    def _send(self, path: Path, request: StoreRequest) -> Dataset:
+        """The PACS's C-STORE response to ``path``; a converted copy is deleted after."""
+        self.last_activity = time.monotonic()
+        try:
+            status = self._assoc.send_c_store(path, msg_id=self._next_id())
+        except (OSError, ValueError, AttributeError) as exc:
+            # Unreadable file, or File Meta pynetdicom cannot use: nothing was sent.
+            raise _NotSent(_not_sent(request, PROCESSING_FAILURE, f"not sent: {exc}")) from exc
+        except RuntimeError:  # pynetdicom: the association ended just before the send
+            status = Dataset()
+        finally:
+            if path != request.path:
+                path.unlink(missing_ok=True)  # converted copies can be large
+        if "Status" not in status:
+            raise _NoAnswer
+        return status
 
 
 def convert(source: Path, target: str, destination: Path) -> Path:
