@@ -29,6 +29,8 @@ def _new_study(corpus: Corpus, folder: Path) -> tuple[str, InstanceInfo]:
     dataset = pydicom.dcmread(source.path)
     study_uid = generate_uid()
     dataset.StudyInstanceUID = study_uid
+    # A patient of its own: the copy must not turn up in other tests' searches.
+    dataset.PatientName, dataset.PatientID = "Late^Arrival", f"LATE{study_uid[-8:]}"
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     path = folder / "late.dcm"
