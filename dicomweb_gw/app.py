@@ -13,17 +13,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
-from dicomweb_gw.audit import AuditLog
+from dicomweb_gw.audit_log import AuditLog
 from dicomweb_gw.cache.blob_urls import blob_store_from_url
 from dicomweb_gw.cache.blobs import BlobStore
 from dicomweb_gw.cache.blobs_folder import FolderBlobStore
 from dicomweb_gw.cache.disk import DiskInstanceStore
 from dicomweb_gw.cache.protocol import InstanceStore
 from dicomweb_gw.cache.tiered import TieredInstanceStore
-from dicomweb_gw.cluster.flights import ClusterFlights
 from dicomweb_gw.cluster.link import RedisLink
 from dicomweb_gw.cluster.moves import MoveRouting
 from dicomweb_gw.cluster.shared_caches import MetadataSharingStore, SharedQidoService
+from dicomweb_gw.cluster.shared_flights import ClusterFlights
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.rendered import RenderService
@@ -31,9 +31,9 @@ from dicomweb_gw.dicomweb.source import InstanceSource
 from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService
-from dicomweb_gw.http.audit import AuditTrail
+from dicomweb_gw.http.audit_trail import AuditTrail
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
-from dicomweb_gw.http.errors import EXCEPTION_HANDLERS
+from dicomweb_gw.http.error_responses import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
 from dicomweb_gw.http.operations import operations_routes

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomweb_gw"
 #: what ranks lower (or itself). Written once, here and in docs/architecture.md.
 LAYERS: dict[str, int] = {
     "__init__": 0, "model": 0, "errors": 0, "settings": 0, "redaction": 0,
-    "codecs": 1, "audit": 1, "logs": 1,
+    "codecs": 1, "audit_log": 1, "logs": 1,
     "cache": 2,
     "metrics": 3,
     "pacs": 4,

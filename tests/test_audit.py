@@ -28,7 +28,7 @@ from pydicom.uid import generate_uid
 from corpus import Corpus, StudyInfo
 from demo_gateway import NODE, demo_gateway
 from dicomweb_gw.app import Gateway, create_app
-from dicomweb_gw.audit import AuditLog
+from dicomweb_gw.audit_log import AuditLog
 from dicomweb_gw.http.auth import key_id
 from dicomweb_gw.settings import SettingsError, load_settings
 from gateway_fixtures import RunningGateway

@@ -29,7 +29,7 @@ from dicomweb_gw.cache._files import TEMP_PREFIX
 __all__ = ["BUCKET_NAME", "COPY_CHUNK", "BlobStore", "BlobStoreError", "atomic_file",
            "check_key", "check_prefix", "open_source"]
 
-#: Bytes per read when copying a file to or from a store.
+#: Bytes per read when copying a file: to or from a store, into the cache, a STOW part to disk.
 COPY_CHUNK = 1 << 20
 _MAX_KEY = 1024  # S3's limit, in bytes of UTF-8
 # S3 bucket names (MinIO and Ceph follow the same rules).

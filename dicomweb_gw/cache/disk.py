@@ -39,6 +39,7 @@ from dicomweb_gw.cache._files import (
 )
 from dicomweb_gw.cache._index import STUDY, InstanceRow
 from dicomweb_gw.cache._recovery import CacheInUse, lock_directory, open_index, reconcile
+from dicomweb_gw.cache.blobs import COPY_CHUNK
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, CacheStats, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.model import RetrievedInstance
@@ -47,7 +48,6 @@ __all__ = ["CacheInUse", "DiskInstanceStore"]
 
 log = logging.getLogger(__name__)
 
-_COPY_CHUNK = 1 << 20
 
 
 class DiskInstanceStore:
@@ -365,6 +365,6 @@ def _move_into(path: Path, directory: Path) -> Path:
         if exc.errno != errno.EXDEV:
             raise
         with path.open("rb") as source:
-            moved = _files.write_temp(directory, iter(lambda: source.read(_COPY_CHUNK), b""))
+            moved = _files.write_temp(directory, iter(lambda: source.read(COPY_CHUNK), b""))
         unlink_quietly(path)
     return moved

@@ -48,7 +48,7 @@ Fetch = Callable[[str, str, str], Awaitable[Landed | None]]
 class FlightCoordinator(Protocol):
     """Makes one retrieve of a producer serve several gateway replicas.
 
-    Implemented above this layer (cluster/flights.py, over Redis): the flight
+    Implemented above this layer (cluster/shared_flights.py, over Redis): the flight
     table only needs to wrap its producer in it.
     """
 

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from pydicom import dcmread
 
+from dicomweb_gw.cache.blobs import COPY_CHUNK
 from dicomweb_gw.cache.protocol import InstanceStore
 from dicomweb_gw.dicomweb.uploads import UploadedPart
 from dicomweb_gw.errors import BadRequest, PacsFailure
@@ -52,7 +53,6 @@ _FAILURE_REASON = "00081197"
 _FAILED_SOP_SEQUENCE = "00081198"
 _REFERENCED_SOP_SEQUENCE = "00081199"
 _IDENTITY = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-_COPY_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -207,7 +207,7 @@ def _check_part(
         return refuse(STUDY_MISMATCH, f"belongs to study {study}, not {study_uid}")
     part.file.seek(0)
     with destination.open("wb") as out:
-        shutil.copyfileobj(part.file, out, _COPY_CHUNK)
+        shutil.copyfileobj(part.file, out, COPY_CHUNK)
     return _Accepted(index, StoreRequest(destination, sop_class, sop_instance, syntax),
                      study, str(dataset.SeriesInstanceUID))
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dicomweb_gw.http.auth_oidc import OidcVerifier, TokenError
-from dicomweb_gw.http.errors import error_response
+from dicomweb_gw.http.error_responses import error_response
 from dicomweb_gw.settings import Settings
 
 __all__ = ["ApiKeys", "Authentication", "key_id"]

@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomweb_gw.http.auth import Authentication
-from dicomweb_gw.http.errors import error_response
+from dicomweb_gw.http.error_responses import error_response
 from dicomweb_gw.logs import REQUEST_ID, new_request_id
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.settings import Settings

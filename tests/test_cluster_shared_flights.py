@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from cluster_fixtures import RedisServer
-from dicomweb_gw.cluster.flights import ClusterFlights
 from dicomweb_gw.cluster.link import RedisLink
+from dicomweb_gw.cluster.shared_flights import ClusterFlights
 from dicomweb_gw.dicomweb.flights import Landed
 from dicomweb_gw.errors import PacsTimeout
 from dicomweb_gw.model import RetrieveKeys

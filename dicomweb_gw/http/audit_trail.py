@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dicomweb_gw.audit import AuditLog
+from dicomweb_gw.audit_log import AuditLog
 from dicomweb_gw.logs import REQUEST_ID
 
 __all__ = ["AuditTrail"]
