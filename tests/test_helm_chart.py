@@ -363,6 +363,16 @@ def test_autoscaled_values(rendered: dict[str, list[Manifest]]) -> None:
     assert store["nodePort"] == 31113
 
 
+def test_one_pacs_gets_its_association_limit_and_timeout(helm: Path) -> None:
+    """With no extraPacs there is no config file: pacs.maxAssociations and pacs.timeout
+    must reach the default node through the environment (they were silently ignored)."""
+    manifests = render(helm, "--set", "pacs.maxAssociations=2", "--set", "pacs.timeout=12")
+    assert not by_kind(manifests, "ConfigMap")
+    node = load_settings(environ=container_env(one(manifests, "Deployment"))).node()
+    assert node.max_associations == 2
+    assert node.timeout == 12
+
+
 def test_cache_on_an_existing_claim(helm: Path) -> None:
     manifests = render(helm, "--set", "cache.type=pvc", "--set", "cache.existingClaim=gw-cache")
     assert not by_kind(manifests, "PersistentVolumeClaim")

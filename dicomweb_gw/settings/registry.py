@@ -75,18 +75,19 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             env="DICOMWEB_GW_RETRIEVE", toml="retrieve", helm=("pacs.retrieve",)),
     Setting("max_associations", parsers.positive_int, "4",
             "associations open to the PACS at once (many PACS allow 2 to 4)",
-            toml="max_associations", helm=("pacs.maxAssociations",)),
+            env="DICOMWEB_GW_PACS_MAX_ASSOCIATIONS", toml="max_associations",
+            helm=("pacs.maxAssociations",)),
     Setting("timeout", parsers.seconds, "30",
             "seconds for connect, association and each DIMSE response",
-            toml="timeout", helm=("pacs.timeout",)),
+            env="DICOMWEB_GW_PACS_TIMEOUT", toml="timeout", helm=("pacs.timeout",)),
     Setting("query_model", parsers.choice("auto", "study", "patient"), "auto",
             "Q/R information model: `auto` (Study Root if accepted, else Patient Root), or "
             "`study`/`patient` for a PACS that accepts a model it then mishandles",
-            toml="query_model"),
+            env="DICOMWEB_GW_PACS_QUERY_MODEL", toml="query_model"),
     Setting("move_originator", parsers.boolean, "true",
             "`false` for a PACS that omits the Move Originator in C-MOVE's C-STOREs; moves "
             "to it then run one at a time (instances are matched by UID)",
-            toml="move_originator"),
+            env="DICOMWEB_GW_PACS_MOVE_ORIGINATOR", toml="move_originator"),
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
