@@ -52,6 +52,9 @@ class MessageIds:
         return next(self._counter) % 65535 + 1
 
 
+_RETRIEVES = frozenset({"C-GET", "C-MOVE"})
+
+
 class Workers:
     """Starts one PACS node's operations, each in a thread, under the node's limits."""
 
@@ -76,8 +79,9 @@ class Workers:
             try:
                 worker(channel)
                 # A retrieve the client left is C-CANCELled and ends without an error:
-                # counted as what it was, not as a success.
-                if channel.cancelled:
+                # counted as what it was, not as a success. (A C-FIND cancelled once the
+                # page is full ended as it should: a success.)
+                if channel.cancelled and operation in _RETRIEVES:
                     outcome = "cancelled"
                 channel.finish()
             except Cancelled:
