@@ -141,12 +141,14 @@ def _run_gateway(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from dicomweb_gw.app import Gateway, create_app
+    from dicomweb_gw.http.middleware import SERVER_HEAD_BUFFER
 
     gateway = Gateway(settings)
     gateway.start()  # bind the storage SCP now, so a port clash is one clear line
     app = create_app(gateway=gateway)
     # log_config=None: uvicorn logs through our handler (request ids, JSON when asked).
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, log_config=None)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, log_config=None,
+                h11_max_incomplete_event_size=SERVER_HEAD_BUFFER)
     return 0
 
 

@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from dicomweb_gw.app import Gateway, create_app
+from dicomweb_gw.http.middleware import SERVER_HEAD_BUFFER
 from dicomweb_gw.settings import PacsNode, Settings
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
@@ -45,7 +46,7 @@ def running_gateway(settings: Settings) -> Iterator[RunningGateway]:
     port = free_port()
     app = create_app(gateway=gateway)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
+                            lifespan="on", h11_max_incomplete_event_size=SERVER_HEAD_BUFFER)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

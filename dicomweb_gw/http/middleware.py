@@ -20,14 +20,19 @@ from dicomweb_gw.logs import REQUEST_ID, new_request_id
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.settings import Settings
 
-__all__ = ["MAX_HEADER_BYTES", "MAX_URI_BYTES", "CrossOriginResourcePolicy", "RequestHeadLimits",
-           "RequestIds", "RequestMetrics", "middleware"]
+__all__ = ["MAX_HEADER_BYTES", "MAX_URI_BYTES", "SERVER_HEAD_BUFFER", "CrossOriginResourcePolicy",
+           "RequestHeadLimits", "RequestIds", "RequestMetrics", "middleware"]
 
 #: Longest request target (path and query string), and most bytes of header
 #: fields: nginx's defaults (one 8k buffer for the request line, four for the
 #: headers), so a gateway behind an ingress and one without refuse alike.
 MAX_URI_BYTES = 8192
 MAX_HEADER_BYTES = 4 * 8192
+#: How much of a request head uvicorn (h11) may buffer while it arrives. h11's
+#: default, 16 KB, is below our own limits: a head over it that arrives in
+#: several reads (under load, over a real network) got a connection reset or a
+#: bare 400 instead of the 414/431 below. Past this, h11 still refuses.
+SERVER_HEAD_BUFFER = 1 << 20
 
 
 def _adding_header(send: Send, name: bytes, value: bytes) -> Send:
