@@ -1,13 +1,16 @@
-"""Reading multipart/related responses in tests, keeping each part's headers."""
+"""Reading multipart/related responses in tests, keeping each part's headers; and STOW-ing one."""
 
 from __future__ import annotations
 
+import io
 import re
+import secrets
 from dataclasses import dataclass
 from io import BytesIO
 
+import httpx
 import pydicom
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,16 @@ def parse_multipart(content_type: str, body: bytes) -> list[ReceivedPart]:
             headers[name.strip().lower()] = value.strip()
         parts.append(ReceivedPart(headers, payload))
     return parts
+
+
+def stow_dataset(dicomweb_base: str, dataset: Dataset) -> None:
+    """STOW-RS one data set through the gateway at ``dicomweb_base``; asserts it was stored."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    boundary = secrets.token_hex(12)
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode())
+    response = httpx.post(f"{dicomweb_base}/studies", content=body, timeout=60,
+                          headers={"Content-Type": "multipart/related; "
+                                   f'type="application/dicom"; boundary={boundary}'})
+    assert response.status_code == 200, response.text

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import secrets
-
 import httpx
 import pydicom
 import pytest
@@ -12,7 +9,7 @@ from pydicom.uid import generate_uid
 
 from corpus import Corpus
 from gateway_fixtures import RunningGateway
-from multipart_helpers import parse_multipart
+from multipart_helpers import parse_multipart, stow_dataset
 from testdata import charset_file
 
 pytestmark = pytest.mark.pacs
@@ -152,18 +149,6 @@ def test_compressed_pixel_data_bulk_uri_gives_its_frames(gateway: RunningGateway
 # -- character sets and person names (PS3.18 F.2.2) ----------------------------------
 
 
-def _stow(gateway: RunningGateway, node: str, ds: pydicom.Dataset) -> None:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    boundary = secrets.token_hex(12)
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode())
-    response = httpx.post(f"{gateway.dicomweb(node)}/studies", content=body, timeout=60,
-                          headers={"Content-Type": "multipart/related; "
-                                   f'type="application/dicom"; boundary={boundary}'})
-    assert response.status_code == 200, response.text
-
-
 def _charset_instance(name: str) -> pydicom.Dataset:
     """One of pydicom's character set test files, with UIDs of its own."""
     ds = pydicom.dcmread(charset_file(name))
@@ -214,7 +199,7 @@ def test_qido_keeps_the_pacs_character_set(gateway: RunningGateway, corpus: Corp
 @pytest.mark.parametrize("node", ["dcmqrscp", "orthanc"])
 def test_iso_2022_japanese_instance(gateway: RunningGateway, node: str) -> None:
     ds = _charset_instance("chrH31.dcm")  # ISO 2022 IR 87, three component groups
-    _stow(gateway, node, ds)
+    stow_dataset(gateway.dicomweb(node), ds)
     item = _instance_metadata(gateway, node, ds)
     assert item["00080005"] == {"vr": "CS", "Value": [None, "ISO 2022 IR 87"]}
     assert item["00100010"]["Value"] == [{"Alphabetic": "Yamada^Tarou",
@@ -226,7 +211,7 @@ def test_iso_2022_japanese_instance(gateway: RunningGateway, node: str) -> None:
 def test_empty_person_name_groups_and_values(gateway: RunningGateway, node: str) -> None:
     ds = _charset_instance("chrX1.dcm")  # ISO_IR 192, "Wang^XiaoDong=王^小東=": Phonetic empty
     ds.PerformingPhysicianName = "Doe^John\\"  # two values, the second one empty
-    _stow(gateway, node, ds)
+    stow_dataset(gateway.dicomweb(node), ds)
     item = _instance_metadata(gateway, node, ds)
     assert item["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
     # F.2.2: the non-empty groups only; F.2.5: an empty value is null.

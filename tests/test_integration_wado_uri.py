@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import secrets
 from urllib.parse import urlencode
 
 import httpx
@@ -17,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from corpus import Corpus, InstanceInfo, StudyInfo
 from gateway_fixtures import RunningGateway
+from multipart_helpers import stow_dataset
 
 pytestmark = pytest.mark.pacs
 
@@ -251,18 +251,6 @@ def test_object_uid_alone_that_is_not_there_is_404(gateway: RunningGateway, corp
 # -- objects that are not single images ---------------------------------------------
 
 
-def _store(gateway: RunningGateway, ds: Dataset) -> None:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    boundary = secrets.token_hex(12)
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode())
-    response = httpx.post(f"{gateway.dicomweb('orthanc')}/studies", content=body, timeout=60,
-                          headers={"Content-Type": "multipart/related; "
-                                   f'type="application/dicom"; boundary={boundary}'})
-    assert response.status_code == 200, response.text
-
-
 def _fresh(name: str) -> Dataset:
     ds = pydicom.dcmread(get_testdata_file(name, download=False))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
@@ -278,7 +266,7 @@ def _query(ds: Dataset, **params: str) -> str:
 
 def test_structured_report(gateway: RunningGateway) -> None:
     sr = _fresh("test-SR.dcm")
-    _store(gateway, sr)
+    stow_dataset(gateway.dicomweb('orthanc'), sr)
     url = f"{gateway.url}/pacs/orthanc/wado?"
     as_jpeg = _get(url + _query(sr, contentType="image/jpeg"))
     assert as_jpeg.status_code == 406
@@ -291,7 +279,7 @@ def test_structured_report(gateway: RunningGateway) -> None:
 def test_burned_in_annotation_is_not_sent_anonymized(gateway: RunningGateway) -> None:
     ct = _fresh("CT_small.dcm")
     ct.BurnedInAnnotation = "YES"
-    _store(gateway, ct)
+    stow_dataset(gateway.dicomweb('orthanc'), ct)
     url = f"{gateway.url}/pacs/orthanc/wado?"
     for content_type in ("application/dicom", "image/jpeg"):
         refused = _get(url + _query(ct, contentType=content_type, anonymize="yes"))
