@@ -8,7 +8,12 @@ row. Evicting is: commit the deletion, then unlink. So a crash at any point
 leaves at worst temp files and files without rows, and ``reconcile``
 (_recovery.py) deletes both on the next open. It also drops rows whose file is
 missing or has the wrong size, which only a power loss (losing the last
-commits or renames) or an outside hand can cause.
+commits or renames) or an outside hand can cause for an instance.
+
+Series metadata (an extra) bends the rule: a replacement is renamed over the
+old file before its row is updated, so a crash in between leaves a row that
+describes the old file. Reconcile drops row and file if the sizes differ; if
+not, the new data keeps the old row's time and only expires sooner.
 
 One process owns a cache directory (an advisory lock enforces it, see
 _recovery.py): reconcile would otherwise delete another process's temp files.
