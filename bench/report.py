@@ -11,17 +11,26 @@ targets table of the README's benchmark section; the prose around them is
 left alone. Every results file has the format described in
 ``bench/record.py``; this script needs nothing else, so it also runs where
 the benchmarks did not (e.g. to re-render after editing it).
+
+``bench/results/`` is not committed, so a machine usually holds the results
+of the benchmarks it ran and no others. What it lacks, the page keeps: a
+benchmark's subsection (found by its chart link), a target's row and a
+profile (found by their heading) stay as they were unless this run measured
+them again, and so does the environment table without an environment.json.
+Each subsection says the date of its run. ``--no-readme`` leaves README.md
+alone and prints its targets table instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +49,7 @@ README = ROOT / "README.md"
 CHARTS = ROOT / "docs" / "charts"
 # The order of the results section; files not listed come after, alphabetically.
 ORDER = ["retrieve", "viewer", "render", "transcode", "stow", "qido", "qido_mix", "memory",
-         "soak"]
+         "soak", "cluster", "storm"]
 GATEWAY, REFERENCE, OTHER = "#1f6fb4", "#8c8c8c", "#f0a04b"
 
 Result = dict[str, Any]
@@ -147,28 +156,91 @@ def chart(result: Result, path: Path) -> None:
 # --------------------------------------------------------------------------- markdown
 
 
-def results_section(results: Sequence[Result]) -> str:
-    parts = []
-    for result in results:
-        parts.append(f"### {result['title']}\n")
-        notes = " ".join(result["notes"])
-        parts.append(f"{notes} Run {result['date']}, load average "
-                     f"{result['load_average'][0]} at the end.\n")
-        parts.append(f"![{result['title']}](charts/{result['name']}.png)\n")
-        parts.append("| measurement | path | median (min-max) | ratio |\n|---|---|---|---|")
-        for comp in result["comparisons"]:
-            first = True
-            for label, row in comp["rows"].items():
-                what = (f"{comp['title']} ({comp['unit']}, {comp['better']} is better)"
-                        if first else "")
-                reference = comp["reference"]
-                shown = ("1 (reference)" if label == reference
-                         else ratio_text(ratio(comp, label)) + (f" {reference}"
-                                                               if reference else ""))
-                parts.append(f"| {what} | {label} | {spread(row)} | {shown} |")
-                first = False
-        parts.append("")
-    return "\n".join(parts)
+def comparisons_table(result: Result) -> list[str]:
+    lines = ["| measurement | path | median (min-max) | ratio |", "|---|---|---|---|"]
+    for comp in result["comparisons"]:
+        first = True
+        for label, row in comp["rows"].items():
+            what = (f"{comp['title']} ({comp['unit']}, {comp['better']} is better)"
+                    if first else "")
+            reference = comp["reference"]
+            shown = ("1 (reference)" if label == reference
+                     else ratio_text(ratio(comp, label)) + (f" {reference}"
+                                                           if reference else ""))
+            lines.append(f"| {what} | {label} | {spread(row)} | {shown} |")
+            first = False
+    return lines
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.0f}"
+
+
+def storm_table(result: Result) -> list[str]:
+    """The storm's counts (from ``raw``), its re-request latencies and what it left.
+
+    The counters cover the warm-up round too; the latencies do not (the bench
+    clears them after it).
+    """
+    raw = result["raw"]
+    latency = next(comp["rows"] for comp in result["comparisons"]
+                   if comp["key"] == "storm.re_request_latency")
+    rss = raw["rss_bytes"]
+    left = {what: count for what, count in raw["leftovers"].items() if count}
+    leftovers = ", ".join(f"{what} {number(count)}" for what, count in left.items()) or "none"
+    findings = raw["findings"]
+    if findings:
+        # Only the first findings are kept in the results file: their kinds, counted.
+        kinds = Counter(finding.split(":", 1)[0] for finding in raw["first_findings"])
+        shown = "; ".join(f"{count}x {kind}" for kind, count in kinds.most_common())
+        outcome = (f"**{number(findings)} findings** (the first "
+                   f"{len(raw['first_findings'])}: {shown}); leftovers: {leftovers}.")
+    elif left:
+        outcome = f"No wrong answer, but the gateway was left with {leftovers}."
+    else:
+        outcome = ("Every re-request answered 200 with the PACS's bytes, and once the "
+                   "rounds were over the gateway held no request, association or "
+                   "unfinished cache file.")
+    growth = (rss["after"] - rss["after warm-up"]) / 2**20
+    return [
+        f"{outcome} The gateway's RSS changed by {growth:+.0f} MiB from the end of the "
+        f"warm-up round to the end of the last round.", "",
+        "| rounds | requests | dropped | re-requests | wrong bytes | findings | leftovers | "
+        "re-request p50 / p95 | RSS before / after |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {raw['rounds']} + 1 warm-up | {number(raw['requests'])} | {number(raw['dropped'])} | "
+        f"{number(raw['re_requests'])} | {number(raw['wrong_bytes'])} | {number(findings)} | "
+        f"{leftovers} | {number(latency['p50']['median'])} / "
+        f"{number(latency['p95']['median'])} ms | {_mib(rss['after warm-up'])} / "
+        f"{_mib(rss['after'])} MiB |",
+    ]
+
+
+# Benchmarks whose raw figures say more than their comparisons: their own table.
+TABLES: dict[str, Callable[[Result], list[str]]] = {"storm": storm_table}
+
+
+def _sentence(note: str) -> str:
+    return note if note.rstrip().endswith((".", "!", "?")) else f"{note.rstrip()}."
+
+
+def result_section(result: Result) -> str:
+    notes = " ".join(_sentence(note) for note in result["notes"])
+    table = TABLES.get(result["name"], comparisons_table)(result)
+    return "\n".join([
+        f"### {result['title']}", "",
+        f"{notes} Run {result['date']}, load average {result['load_average'][0]} at the end.",
+        "", f"![{result['title']}](charts/{result['name']}.png)", "", *table, ""])
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
+def results_section(results: Sequence[Result], kept: Mapping[str, str]) -> str:
+    """This run's subsections, and the ``kept`` ones (by name) of benchmarks it did not run."""
+    sections = {**kept, **{result["name"]: result_section(result) for result in results}}
+    return "\n".join(sections[name] for name in sorted(sections, key=_order))
 
 
 @dataclass(frozen=True)
@@ -263,26 +335,36 @@ def _verdict(outcome: Outcome) -> str:
     return "met" if outcome.met else "**missed**"
 
 
-def targets_section(outcomes: Sequence[Outcome]) -> str:
+def table_rows(block: str) -> dict[str, str]:
+    """A generated markdown table's rows by their first cell."""
+    return {line.split("|")[1].strip(): line for line in block.splitlines()
+            if line.startswith("| ") and line.count("|") > 2}
+
+
+def targets_section(outcomes: Sequence[Outcome], kept: Mapping[str, str]) -> str:
+    """One row per target; a target not measured in this run keeps its ``kept`` row."""
     lines = ["| target | goal | measured | met? | by how much (worst case) |",
              "|---|---|---|---|---|"]
-    lines += [f"| {o.target.what} | {o.target.goal} | {'; '.join(o.measured) or '-'} | "
-              f"{_verdict(o)} | {o.gap} |" for o in outcomes]
+    for o in outcomes:
+        old = kept.get(o.target.what) if o.worst is None else None
+        lines.append(old or f"| {o.target.what} | {o.target.goal} | "
+                     f"{'; '.join(o.measured) or '-'} | {_verdict(o)} | {o.gap} |")
     return "\n".join(lines) + "\n"
 
 
-def readme_targets(outcomes: Sequence[Outcome], date: str) -> str:
-    """The short version for the README: worst case per target."""
+def readme_targets(outcomes: Sequence[Outcome], date: str, kept: Mapping[str, str]) -> str:
+    """The short version for the README: worst case per target (``kept`` as above)."""
     lines = ["| target | goal | worst measured | met? |", "|---|---|---|---|"]
     for o in outcomes:
         worst = "-" if o.worst is None else number(o.worst) + o.unit
-        lines.append(f"| {o.target.what} | {o.target.goal} | {worst} | {_verdict(o)} |")
+        old = kept.get(o.target.what) if o.worst is None else None
+        lines.append(old or f"| {o.target.what} | {o.target.goal} | {worst} | {_verdict(o)} |")
     return "\n".join(lines) + f"\n\n(Generated by `bench/report.py` from the run of {date}.)\n"
 
 
-def environment_section(info: dict[str, Any] | None) -> str:
+def environment_section(info: dict[str, Any] | None, kept: str | None) -> str:
     if info is None:
-        return "_No run recorded yet (bench/results/environment.json is missing)._\n"
+        return kept or "_No run recorded yet (bench/results/environment.json is missing)._\n"
     packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items())
     return "\n".join([
         "| | |", "|---|---|",
@@ -368,23 +450,56 @@ def profile_summary(path: Path, top: int = 10) -> str:
     ])
 
 
-def profiles_section(paths: Iterable[Path]) -> str:
-    summaries = [profile_summary(path) for path in sorted(paths)]
+def profiles_section(paths: Iterable[Path], kept: Mapping[str, str]) -> str:
+    """This run's profiles, and the ``kept`` ones (by name) it did not take again."""
+    summaries = {**kept, **{path.stem: profile_summary(path) for path in paths}}
     if not summaries:
         return "_No profiles (py-spy missing or BENCH_PROFILE=0)._\n"
-    return "\n".join(summaries)
+    return "\n".join(summaries[name].rstrip() + "\n" for name in sorted(summaries))
 
 
 # --------------------------------------------------------------------------- main
 
 
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
 def replace_section(text: str, name: str, body: str) -> str:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = _markers(name)
     if start not in text or end not in text:
         raise SystemExit(f"markers {start} ... {end} are missing (docs/benchmarks.md, README)")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body.rstrip()}\n{end}{tail}"
+
+
+def current_section(text: str, name: str) -> str:
+    """What the page holds between NAME's markers now ("" without them)."""
+    start, end = _markers(name)
+    if start not in text or end not in text:
+        return ""
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n") + "\n"
+
+
+def headed_parts(block: str, heading: str,
+                 name_of: Callable[[str], str | None]) -> dict[str, str]:
+    """A generated block cut at its ``heading`` lines (e.g. ``###``), by ``name_of`` each."""
+    parts = {}
+    for part in re.split(rf"(?m)^(?={re.escape(heading)} )", block):
+        name = name_of(part) if part.startswith(f"{heading} ") else None
+        if name:
+            parts[name] = part.rstrip() + "\n"
+    return parts
+
+
+def _chart_name(part: str) -> str | None:
+    match = re.search(r"\]\(charts/([\w.-]+)\.png\)", part)
+    return match.group(1) if match else None
+
+
+def _heading_name(part: str) -> str | None:
+    return part.split("\n", 1)[0].removeprefix("#### ").strip() or None
 
 
 def load_results() -> list[Result]:
@@ -399,7 +514,12 @@ def load_results() -> list[Result]:
     return [result for result in results if "comparisons" in result]
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Charts and docs/benchmarks.md from "
+                                     "bench/results/*.json.")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="leave README.md alone; print its targets table instead")
+    args = parser.parse_args(argv)
     results = load_results()
     if not results:
         print(f"no results in {RESULTS}: run the benchmarks first (bench/run)", file=sys.stderr)
@@ -413,16 +533,28 @@ def main() -> int:
     comparisons = {comp["key"]: comp for result in results for comp in result["comparisons"]}
     outcomes = [evaluate(target, comparisons) for target in TARGETS]
     text = DOC.read_text()
-    text = replace_section(text, "environment", environment_section(environment))
-    text = replace_section(text, "targets", targets_section(outcomes))
-    text = replace_section(text, "results", results_section(results))
-    text = replace_section(text, "profiles", profiles_section(PROFILES.glob("*.txt")))
+    kept_results = headed_parts(current_section(text, "results"), "###", _chart_name)
+    kept_profiles = headed_parts(current_section(text, "profiles"), "####", _heading_name)
+    text = replace_section(text, "environment", environment_section(
+        environment, current_section(text, "environment")))
+    text = replace_section(text, "targets", targets_section(
+        outcomes, table_rows(current_section(text, "targets"))))
+    text = replace_section(text, "results", results_section(results, kept_results))
+    text = replace_section(text, "profiles", profiles_section(PROFILES.glob("*.txt"),
+                                                              kept_profiles))
     DOC.write_text(text)
     date = environment["date"] if environment else max(r["date"] for r in results)
-    README.write_text(replace_section(README.read_text(), "bench-targets",
-                                      readme_targets(outcomes, date)))
+    readme = README.read_text()
+    targets = readme_targets(outcomes, date, table_rows(current_section(readme,
+                                                                        "bench-targets")))
+    if args.no_readme:
+        print(f"README.md left alone; its bench-targets section would be:\n{targets}")
+    else:
+        README.write_text(replace_section(readme, "bench-targets", targets))
+    kept = sorted(set(kept_results) - {result["name"] for result in results})
     print(f"wrote {len(results)} charts to {CHARTS.relative_to(ROOT)} and updated "
-          f"{DOC.relative_to(ROOT)}")
+          f"{DOC.relative_to(ROOT)}" + (f" (kept as they were: {', '.join(kept)})"
+                                        if kept else ""))
     return 0
 
 
