@@ -11,6 +11,7 @@ __all__ = [
     "SPECIFIC_CHARACTER_SET",
     "UID_OF_LEVEL",
     "is_private_creator",
+    "levels_down_to",
     "private_creator",
     "requested_attributes",
     "required_attributes",
@@ -93,7 +94,7 @@ def required_attributes(level: QueryLevel, *, scope: frozenset[QueryLevel]) -> t
     the client sent does not matter: ``/series?StudyInstanceUID=X`` is still All Series.
     """
     tags: list[int] = []
-    for upper in _levels_down_to(level):
+    for upper in levels_down_to(level):
         if upper is level or upper not in scope:
             tags.extend(_BY_LEVEL[upper])
     for upper in scope:  # the fixed UIDs are still returned, so the results are self-describing
@@ -106,7 +107,7 @@ def requested_attributes(level: QueryLevel) -> tuple[int, ...]:
     above, whatever the scope. Viewers read the parents' attributes from scoped results
     too (OHIF takes Modality and PatientName from series and instance results); they are
     returned whenever the PACS supplies them."""
-    tags = [tag for upper in _levels_down_to(level) for tag in _BY_LEVEL[upper]]
+    tags = [tag for upper in levels_down_to(level) for tag in _BY_LEVEL[upper]]
     return tuple(dict.fromkeys(tags))
 
 
@@ -124,7 +125,8 @@ def is_private_creator(tag: int) -> bool:
     return bool(group & 1) and group > 0x0008 and 0x0010 <= element <= 0x00FF
 
 
-def _levels_down_to(level: QueryLevel) -> tuple[QueryLevel, ...]:
+def levels_down_to(level: QueryLevel) -> tuple[QueryLevel, ...]:
+    """The levels from the study down to ``level``, top first."""
     return _ORDER[: _ORDER.index(level) + 1]
 
 

@@ -95,11 +95,11 @@ class QidoService:
                 "Additional results can be requested."
             )
         asked = set(query.include) | (attrs.DERIVABLE if query.include_all else set())
-        parents = _Parents(pacs)
+        parents = _Parents(pacs, query)
         items = []
         for dataset in page:
             await derived.fill(dataset, query.level, asked)
-            await parents.fill(dataset, query)
+            await parents.fill(dataset)
             items.append(to_dicom_json(dataset, _retrieve_url(dataset, query.level, base_url)))
         return QidoResult(items=items, warnings=warnings)
 
@@ -119,7 +119,8 @@ class QidoService:
         tags = list(attrs.requested_attributes(query.level))
         tags.extend(query.include)
         if query.include_all:
-            tags.extend(tag for level in _down_to(query.level) for tag in _ALL_EXTRA[level])
+            tags.extend(tag for level in attrs.levels_down_to(query.level)
+                        for tag in _ALL_EXTRA[level])
         tags.extend(_creators_of([*tags, *query.match]))
         identifier = Dataset()
         for tag in dict.fromkeys(tags):
@@ -236,22 +237,15 @@ class _Parents:
     Tables 10.6.3-3/4/5), fetched when the PACS left them out: a strictly hierarchical
     SCP answers only the keys of the query level. One C-FIND per parent, per request."""
 
-    def __init__(self, pacs: PacsClient) -> None:
+    def __init__(self, pacs: PacsClient, query: QidoQuery) -> None:
         self._pacs = pacs
         self._found: dict[tuple[QueryLevel, str], Dataset | None] = {}
+        self._required = _required_parent_keys(query)
 
-    async def fill(self, dataset: Dataset, query: QidoQuery) -> None:
-        # A parent the URL names (/studies/{study}/series) only has its UID required.
-        required = set(attrs.required_attributes(query.level, scope=query.scope))
-        levels = _down_to(query.level)
-        for index, upper in enumerate(levels[1:], start=1):
-            # Timezone Offset and the like belong to several levels: the lower ones decide.
-            below = {tag for lower in levels[:index] for tag in attrs.level_attributes(lower)}
-            own = [tag for tag in attrs.level_attributes(upper)
-                   if tag in required and tag not in below
-                   and tag != attrs.UID_OF_LEVEL[upper] and tag not in attrs.DERIVABLE]
-            if not own or any(tag in dataset for tag in own):
-                continue  # not required, or the PACS does return this level's keys
+    async def fill(self, dataset: Dataset) -> None:
+        for upper, own in self._required:
+            if any(tag in dataset for tag in own):
+                continue  # the PACS does return this level's keys
             parent = await self._parent(dataset, upper)
             for element in parent or ():
                 if element.tag not in dataset:
@@ -259,7 +253,7 @@ class _Parents:
 
     async def _parent(self, dataset: Dataset, level: QueryLevel) -> Dataset | None:
         uids = {attrs.UID_OF_LEVEL[upper]: _text(dataset, attrs.UID_OF_LEVEL[upper])
-                for upper in _down_to(level)}
+                for upper in attrs.levels_down_to(level)}
         if not all(uids.values()):
             return None
         key = (level, uids[attrs.UID_OF_LEVEL[level]])
@@ -279,14 +273,23 @@ def _text(dataset: Dataset, tag: int) -> str:
     return "" if element is None or element.value is None else str(element.value)
 
 
-def _down_to(level: QueryLevel) -> list[QueryLevel]:
-    """``level`` and the levels above it."""
-    levels: list[QueryLevel] = []
-    current: QueryLevel | None = level
-    while current is not None:
-        levels.append(current)
-        current = attrs.parent_level(current)
-    return levels
+def _required_parent_keys(query: QidoQuery) -> list[tuple[QueryLevel, list[int]]]:
+    """Each parent level whose own attributes the result must carry, nearest parent first,
+    with those attributes: the same for every result of a query, so worked out once."""
+    # A parent the URL names (/studies/{study}/series) only has its UID required.
+    required = set(attrs.required_attributes(query.level, scope=query.scope))
+    levels = attrs.levels_down_to(query.level)
+    found: list[tuple[QueryLevel, list[int]]] = []
+    for index in range(len(levels) - 2, -1, -1):
+        upper = levels[index]
+        # Timezone Offset and the like belong to several levels: the lower ones decide.
+        below = {tag for lower in levels[index + 1:] for tag in attrs.level_attributes(lower)}
+        own = [tag for tag in attrs.level_attributes(upper)
+               if tag in required and tag not in below
+               and tag != attrs.UID_OF_LEVEL[upper] and tag not in attrs.DERIVABLE]
+        if own:
+            found.append((upper, own))
+    return found
 
 
 def _creators_of(tags: list[int]) -> list[int]:
@@ -316,7 +319,7 @@ def _set(dataset: Dataset, tag: int, value: str | None) -> None:
 
 def _restrict(identifier: Dataset, level: QueryLevel) -> Dataset:
     """The part of ``identifier`` that belongs to ``level`` and the levels above it."""
-    keep = {tag for upper in _down_to(level) for tag in attrs.level_attributes(upper)}
+    keep = {tag for upper in attrs.levels_down_to(level) for tag in attrs.level_attributes(upper)}
     query = Dataset()
     for element in identifier:
         if element.tag in keep or element.tag == attrs.SPECIFIC_CHARACTER_SET:
