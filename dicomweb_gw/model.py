@@ -64,15 +64,6 @@ class RetrieveKeys:
             return f"series {self.series_uid}"
         return f"study {self.study_uid}"
 
-    def describe_path(self) -> str:
-        """The object with the parents the request named, for a 404 on a mismatch."""
-        names = [f"study {self.study_uid}"]
-        if self.series_uid is not None:
-            names.append(f"series {self.series_uid}")
-        if self.instance_uid is not None:
-            names.append(f"instance {self.instance_uid}")
-        return ", ".join(reversed(names[1:])) + (" in " if len(names) > 1 else "") + names[0]
-
 
 @dataclass(slots=True)
 class RetrieveReport:

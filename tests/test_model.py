@@ -36,12 +36,6 @@ def test_a_study_covers_its_series_but_not_the_reverse() -> None:
     assert not study.covers_keys(RetrieveKeys(OTHER_STUDY))
 
 
-def test_describe_path_names_the_parents_the_request_gave() -> None:
-    assert RetrieveKeys(STUDY).describe_path() == f"study {STUDY}"
-    assert RetrieveKeys(STUDY, SERIES, SOP).describe_path() == (
-        f"instance {SOP}, series {SERIES} in study {STUDY}")
-
-
 @pytest.mark.parametrize(("report", "complete"), [
     (RetrieveReport(), False),  # never finished (cancelled, failed)
     (RetrieveReport(succeeded=True, reported=0, received=0), False),  # empty: not there yet

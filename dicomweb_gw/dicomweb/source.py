@@ -47,23 +47,11 @@ class InstanceSource:
         """Every instance under ``keys``, as soon as each is available.
 
         Only instances whose own Study and Series Instance UIDs are those
-        ``keys`` name come out of here, whichever way they arrived: this is
-        where a request path's parent UIDs are enforced.
+        ``keys`` name come out of here (``RetrieveKeys.covers``): a cached
+        instance is checked in ``_cached``, a completeness record lists only
+        instances filed under its keys, and the flight join checks every
+        instance a retrieve (or another replica) brings.
         """
-        delivered = False
-        misplaced = 0
-        async with aclosing(self._unchecked(pacs, keys)) as landed:
-            async for item in landed:
-                if not keys.covers(item.study_uid, item.series_uid, item.sop_instance_uid):
-                    misplaced += 1
-                    continue
-                delivered = True
-                yield item
-        if misplaced and not delivered:
-            raise NotFound(f"{keys.describe_path()} not found on PACS '{pacs.name}'")
-
-    async def _unchecked(self, pacs: PacsClient,
-                         keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
         cached = await self._cached(keys)
         if cached is not None:
             for instance in cached:
