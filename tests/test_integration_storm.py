@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from cluster_fixtures import RedisServer, Replica, running_replicas
+from dicomweb_gw.pacs.associations import IDLE_SECONDS
 from gateway_fixtures import RunningGateway, make_settings, node_for, running_gateway
 from pacs_fixtures import DCMQRSCP_AE_TITLE, RunningPacs, free_port
 from storm import (
@@ -65,8 +66,11 @@ SERIES_SIZES = (20, 10)
 PLAN = StormPlan(frames_per_series=4, retrieves=1)
 MEMORY_GROWTH = 1.10
 # Cancelled retrieves end once the PACS answers the C-CANCEL, and pooled query
-# associations are released after being idle for min(20 s, timeout / 2).
-SETTLE_SECONDS = 15.0
+# associations are released once idle for min(IDLE_SECONDS, timeout / 2), by a timer
+# half a second later: the settle must outlast that (15.5 s for the replicas' default
+# 30 s timeout; 15 s was a race a CI run lost), or a pooled association on its way out
+# passes for a leftover.
+SETTLE_SECONDS = IDLE_SECONDS + 5.0
 
 
 @dataclass(frozen=True)
