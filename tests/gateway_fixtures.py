@@ -22,6 +22,12 @@ from dicomweb_gw.http.middleware import SERVER_HEAD_BUFFER
 from dicomweb_gw.settings import PacsNode, Settings
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
+#: How long a test client keeps an idle pooled connection to a gateway: well under
+#: uvicorn's 5 s keep-alive timeout. A request sent on a connection the server is
+#: closing at that moment fails with no status line ("Server disconnected without
+#: sending a response"), a client-side race that would pass for a gateway error.
+KEEPALIVE_EXPIRY = 2.0
+
 
 @dataclass(frozen=True)
 class RunningGateway:

@@ -61,6 +61,7 @@ from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from gateway_fixtures import KEEPALIVE_EXPIRY
 from npm_cache import cache_dir, npm_pack, publish
 from pacs_fixtures import LOOPBACK, free_port
 
@@ -164,7 +165,8 @@ def _proxy_endpoint(upstream: str) -> tuple[
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
             holder["client"] = client
             yield
 

@@ -37,6 +37,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from corpus import StudyInfo, _stack, _StudySpec, _StudyWriter
 from dicomweb_gw.cache._files import TEMP_PREFIX
+from gateway_fixtures import KEEPALIVE_EXPIRY
 from multipart_helpers import parse_multipart
 from pacs_fixtures import RunningPacs, _load_into_orthanc, _require_binary, load_with_storescu
 
@@ -368,10 +369,8 @@ def _status_kind(what: str, status: int) -> str:
 async def play_round(bases: Sequence[str], studies: Sequence[StormStudy], plan: StormPlan,
                      rng: random.Random, stats: StormStats, number: int) -> None:
     """One round: the storm requests at once; each dropped one asks again right after."""
-    # A pooled connection is dropped well before uvicorn's 5 s keep-alive timeout: a request
-    # sent on one the server is closing at that moment fails with no status line (a
-    # client-side race any HTTP client has, not the gateway's answer).
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=2.0)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16,
+                          keepalive_expiry=KEEPALIVE_EXPIRY)
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=plan.timeout, limits=limits) as client:
         one = _Round(client, bases, plan, rng, stats, number)
