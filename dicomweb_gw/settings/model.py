@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["LogFormat", "PacsNode", "QueryModel", "RetrieveMethod", "Settings",
+__all__ = ["CancelMethod", "LogFormat", "PacsNode", "QueryModel", "RetrieveMethod", "Settings",
            "SettingsError"]
 
 RetrieveMethod = Literal["c-get", "c-move"]
 QueryModel = Literal["auto", "study", "patient"]
+CancelMethod = Literal["c-cancel", "abort"]
 LogFormat = Literal["text", "json"]
 
 
@@ -41,6 +42,35 @@ class PacsNode:
     #: False for a PACS whose C-MOVE sub-operations omit the Move Originator
     #: Message ID: instances are then routed by UID, so moves to it run one at a time.
     move_originator: bool = True
+    # The quirks below cannot all be detected; ``dicomweb-gw doctor`` probes for
+    # them and writes the values that suit the PACS it finds.
+    #: Character set of text the PACS sends without a usable (0008,0005).
+    fallback_charset: str = "ISO_IR 100"
+    #: The PACS's C-FIND match limit (0: none known). Broad study searches are split
+    #: by StudyDate range so that no single C-FIND hits it.
+    max_matches: int = 0
+    #: Relational queries (SERIES/IMAGE level without every parent UID): None lets
+    #: the gateway find out (a refusal makes it walk level by level); False always walks.
+    relational: bool | None = None
+    #: Check each C-FIND match against the QIDO query, dropping what a PACS that
+    #: ignores some matching keys returned anyway.
+    post_filter: bool = True
+    #: How a retrieve the client gave up on is stopped: C-CANCEL (then A-ABORT if the
+    #: PACS keeps sending), or A-ABORT straight away.
+    cancel: CancelMethod = "c-cancel"
+    #: Seconds without any DIMSE message before an operation counts as dead
+    #: (None: ``timeout``). Pending responses reset it.
+    idle_timeout: float | None = None
+    #: Seconds a whole C-FIND, C-GET or C-MOVE may take (0: no limit).
+    total_timeout: float = 0.0
+    #: False offers the PACS only uncompressed transfer syntaxes, for a PACS that
+    #: fails to send what it stores compressed.
+    compressed: bool = True
+
+    @property
+    def dimse_idle_timeout(self) -> float:
+        """Seconds of DIMSE silence that end an operation."""
+        return self.timeout if self.idle_timeout is None else self.idle_timeout
 
 
 @dataclass(frozen=True)

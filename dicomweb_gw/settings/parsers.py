@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydicom.charset import python_encoding
+
 __all__ = ["InvalidValue", "Parser"]
 
 #: Raw value in, typed value out; ``Any`` because each setting has its own type.
@@ -144,6 +146,40 @@ def boolean(value: object) -> bool:
     if isinstance(value, str) and text in _TRUE | _FALSE:
         return text in _TRUE
     raise InvalidValue("must be true or false (also 1/0, yes/no, on/off)")
+
+
+def boolean_or_auto(value: object) -> bool | None:
+    """``auto`` (None: the gateway finds out), or a boolean."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        return boolean(value)
+    except InvalidValue:
+        raise InvalidValue("must be 'auto', true or false") from None
+
+
+def whole_number_or_off(value: object) -> int:
+    """A count; 0 turns the feature off."""
+    return _whole_number(value, 0, None, "a whole number, 0 or more (0: off)")
+
+
+def seconds_or_default(value: object) -> float | None:
+    """A duration in seconds greater than 0, or ``default`` (None)."""
+    if str(value).strip().lower() == "default":
+        return None
+    try:
+        return seconds(value)
+    except InvalidValue:
+        raise InvalidValue("must be a number of seconds greater than 0, or 'default'") from None
+
+
+def charset(value: object) -> str:
+    """A Specific Character Set defined term that pydicom can decode (``ISO_IR 100``)."""
+    text = str(value).strip().upper()
+    if not text or text not in python_encoding:
+        raise InvalidValue("must be a Specific Character Set term such as 'ISO_IR 100' "
+                           "(Latin-1), 'ISO_IR 192' (UTF-8) or 'GB18030'")
+    return text
 
 
 def path(value: object) -> Path:

@@ -88,6 +88,38 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             "`false` for a PACS that omits the Move Originator in C-MOVE's C-STOREs; moves "
             "to it then run one at a time (instances are matched by UID)",
             env="DICOMWEB_GW_PACS_MOVE_ORIGINATOR", toml="move_originator"),
+    Setting("fallback_charset", parsers.charset, "ISO_IR 100",
+            "character set of text the PACS sends without a usable Specific Character Set "
+            "(`ISO_IR 100` is Latin-1, `ISO_IR 192` UTF-8, `GB18030` Chinese)",
+            env="DICOMWEB_GW_PACS_FALLBACK_CHARSET", toml="fallback_charset"),
+    Setting("max_matches", parsers.whole_number_or_off, "0",
+            "the PACS's C-FIND match limit (`0`: none known); broad study searches are then "
+            "split by StudyDate range. A limit hit anyway returns what came, with a `Warning`",
+            env="DICOMWEB_GW_PACS_MAX_MATCHES", toml="max_matches"),
+    Setting("relational", parsers.boolean_or_auto, "auto",
+            "`false` for a PACS that answers series or instance searches only under given "
+            "parent UIDs: the gateway then walks study by study, series by series (`auto` "
+            "does so once the PACS refuses)",
+            env="DICOMWEB_GW_PACS_RELATIONAL", toml="relational"),
+    Setting("post_filter", parsers.boolean, "true",
+            "check each C-FIND match against the search and drop those a PACS that ignores "
+            "some matching keys let through",
+            env="DICOMWEB_GW_PACS_POST_FILTER", toml="post_filter"),
+    Setting("cancel", parsers.choice("c-cancel", "abort"), "c-cancel",
+            "how a retrieve nobody waits for any more is stopped: `c-cancel` (then A-ABORT "
+            "if the PACS keeps sending) or `abort` at once",
+            env="DICOMWEB_GW_PACS_CANCEL", toml="cancel"),
+    Setting("idle_timeout", parsers.seconds_or_default, "default",
+            "seconds without any DIMSE message before an operation counts as dead "
+            "(`default`: `timeout`); Pending responses reset it",
+            env="DICOMWEB_GW_PACS_IDLE_TIMEOUT", toml="idle_timeout"),
+    Setting("total_timeout", parsers.seconds_or_off, "0",
+            "seconds a whole C-FIND, C-GET or C-MOVE may take (`0`: no limit)",
+            env="DICOMWEB_GW_PACS_TOTAL_TIMEOUT", toml="total_timeout"),
+    Setting("compressed", parsers.boolean, "true",
+            "`false` offers the PACS only uncompressed transfer syntaxes (for a PACS that "
+            "fails to send what it stores compressed); the gateway compresses when asked",
+            env="DICOMWEB_GW_PACS_COMPRESSED", toml="compressed"),
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
