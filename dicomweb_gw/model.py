@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CachedInstance", "InstanceHandle", "MemoryInstance", "QueryLevel", "RetrieveKeys",
-           "RetrieveReport", "RetrievedInstance"]
+__all__ = ["CachedInstance", "FindReport", "InstanceHandle", "MemoryInstance", "QueryLevel",
+           "RetrieveKeys", "RetrieveReport", "RetrievedInstance"]
 
 
 class QueryLevel(enum.Enum):
@@ -89,6 +89,24 @@ class RetrieveReport:
         if not self.succeeded or self.received == 0 or self.failed:
             return False
         return self.reported is None or self.reported == self.received
+
+
+@dataclass
+class FindReport:
+    """What a C-FIND left unsaid in its matches, filled in by the PACS client as it runs.
+
+    A PACS with a match limit either refuses once it is reached (0xA700, after
+    sending N matches) or just stops; either way the client must tell its user
+    that more exist (PS3.18 8.3.4.2: a ``Warning`` header) rather than fail.
+    """
+
+    #: The PACS stopped at its match limit (refused with 0xA700 after some matches,
+    #: or answered Success after exactly the node's ``max_matches``).
+    limit_reached: bool = False
+    #: Pending responses that carried no identifier, skipped.
+    empty_pending: int = 0
+    #: The query was walked level by level (the PACS refused a relational query).
+    walked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,13 @@ from pynetdicom.association import Association
 
 from dicomweb_gw.errors import PacsFailure
 from dicomweb_gw.metrics import GatewayMetrics
-from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
+from dicomweb_gw.model import (
+    FindReport,
+    QueryLevel,
+    RetrievedInstance,
+    RetrieveKeys,
+    RetrieveReport,
+)
 from dicomweb_gw.pacs import storescu
 from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Channel
@@ -82,9 +88,11 @@ class DimsePacsClient:
         async for _ in self._workers.stream(self._echo_worker, 1, "C-ECHO"):
             pass
 
-    def find(self, level: QueryLevel, identifier: Dataset) -> AsyncGenerator[Dataset, None]:
+    def find(
+        self, level: QueryLevel, identifier: Dataset, *, report: FindReport | None = None,
+    ) -> AsyncGenerator[Dataset, None]:
         def worker(channel: Channel[Dataset]) -> None:
-            self._finder.stream(level, identifier, channel)
+            self._finder.stream(level, identifier, channel, report or FindReport())
 
         return self._workers.stream(worker, _FIND_QUEUE, "C-FIND")
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 
 from dicomweb_gw.errors import PacsMisconfigured
-from dicomweb_gw.model import QueryLevel, RetrieveKeys
+from dicomweb_gw.model import FindReport, QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs import contexts
 from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Cancelled, Channel
@@ -42,7 +42,8 @@ class Finder:
         self._failures = failures
         self._message_id = message_id
 
-    def stream(self, level: QueryLevel, identifier: Dataset, channel: Channel[Dataset]) -> None:
+    def stream(self, level: QueryLevel, identifier: Dataset, channel: Channel[Dataset],
+               report: FindReport) -> None:
         """The worker of ``PacsClient.find``: each match onto ``channel``."""
         query = Dataset()
         query.update(identifier)

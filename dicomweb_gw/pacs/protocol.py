@@ -13,7 +13,13 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 
-from dicomweb_gw.model import QueryLevel, RetrievedInstance, RetrieveKeys, RetrieveReport
+from dicomweb_gw.model import (
+    FindReport,
+    QueryLevel,
+    RetrievedInstance,
+    RetrieveKeys,
+    RetrieveReport,
+)
 
 __all__ = [
     "CANNOT_UNDERSTAND",
@@ -92,8 +98,14 @@ class PacsClient(Protocol):
     @property
     def name(self) -> str: ...
 
-    def find(self, level: QueryLevel, identifier: Dataset) -> AsyncGenerator[Dataset, None]:
-        """C-FIND at ``level`` (Study Root); yields each matching identifier."""
+    def find(
+        self, level: QueryLevel, identifier: Dataset, *, report: FindReport | None = None,
+    ) -> AsyncGenerator[Dataset, None]:
+        """C-FIND at ``level`` (Study Root); yields each matching identifier.
+
+        ``report``, when given, is filled in as the C-FIND runs (see ``FindReport``):
+        read it once the iterator is exhausted.
+        """
         ...
 
     def retrieve(
