@@ -13,6 +13,7 @@ store, docs/scale-out.md).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -28,6 +29,7 @@ import yaml
 
 from dicomweb_gw.cache.blob_urls import blob_store_from_url
 from dicomweb_gw.settings import load_settings
+from dicomweb_gw.settings.registry import NODE_SETTINGS
 from npm_cache import cache_dir, npm_pack, publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,6 +375,41 @@ def test_one_pacs_gets_its_association_limit_and_timeout(helm: Path) -> None:
     assert node.timeout == 12
 
 
+def test_quirks_reach_the_default_node_through_the_environment(helm: Path) -> None:
+    """``pacs.quirks`` is keyed like a [pacs.NAME] table, so doctor's output can be pasted."""
+    manifests = render(helm, "--set", "pacs.quirks.relational=false",
+                       "--set", "pacs.quirks.fallback_charset=GB18030",
+                       "--set", "pacs.quirks.cancel=abort",
+                       "--set", "pacs.quirks.total_timeout=120")
+    node = load_settings(environ=container_env(one(manifests, "Deployment"))).node()
+    assert (node.relational, node.fallback_charset, node.cancel, node.total_timeout) == (
+        False, "GB18030", "abort", 120.0)
+
+
+def test_quirks_of_further_nodes_reach_their_toml_tables(helm: Path, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"extraPacs": {"archive": {
+        "host": "10.0.0.9", "port": 104, "aeTitle": "ARCHIVE",
+        "quirks": {"relational": False, "max_matches": 500, "compressed": False,
+                   "idle_timeout": 90, "post_filter": True}}}}))
+    manifests = render(helm, "-f", str(values))
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(one(manifests, "ConfigMap")["data"]["config.toml"])
+    node = load_settings(environ={}, config_file=config_file).node("archive")
+    assert (node.relational, node.max_matches, node.compressed, node.idle_timeout) == (
+        False, 500, False, 90.0)
+
+
+def test_every_quirk_the_chart_accepts_is_a_node_setting() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    quirks = set(schema["definitions"]["pacsQuirks"]["properties"])
+    by_toml = {s.toml: s for s in NODE_SETTINGS}
+    assert quirks <= set(by_toml)
+    # The Deployment names each variable DICOMWEB_GW_PACS_<KEY>: it must be the registered one.
+    assert {key: by_toml[key].env for key in quirks} == {
+        key: f"DICOMWEB_GW_PACS_{key.upper()}" for key in quirks}
+
+
 def test_cache_on_an_existing_claim(helm: Path) -> None:
     manifests = render(helm, "--set", "cache.type=pvc", "--set", "cache.existingClaim=gw-cache")
     assert not by_kind(manifests, "PersistentVolumeClaim")
@@ -581,6 +618,9 @@ def test_notes_name_the_cmove_destination(helm: Path) -> None:
     # ... and the probes carry no credentials.
     ("auth.apiKeys.existingSecret=keys,auth.openPaths={/metrics}",
      "auth.openPaths must include /healthz"),
+    # Quirks are keyed as in the TOML table: a misspelt one must not be ignored.
+    ("pacs.quirks.relationl=false", "relationl"),
+    ("pacs.quirks.cancel=stop", "/pacs/quirks/cancel"),
 ])
 def test_bad_values_fail_to_render(helm: Path, setting: str, complaint: str) -> None:
     result = run_helm(helm, "template", "gw", str(CHART), "--set", setting)

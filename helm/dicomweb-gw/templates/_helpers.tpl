@@ -165,6 +165,9 @@ max_associations = {{ $node.maxAssociations | int }}
 {{- if $node.timeout }}
 timeout = {{ $node.timeout }}
 {{- end }}
+{{- range $key, $value := $node.quirks }}
+{{ $key }} = {{ toJson $value }}
+{{- end }}
 {{- end }}
 {{- end }}
 
