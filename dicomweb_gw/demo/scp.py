@@ -116,7 +116,7 @@ class DemoPacs:
         quiet_pynetdicom()
         count = self._storage.scan()
         self._stopping.clear()
-        self._ae = make_ae(self._ae_title, self._fault)
+        self._ae = self._make_ae()
         server = self._ae.make_server(
             (self._host, self._port),
             evt_handlers=self._handlers(),
@@ -165,6 +165,10 @@ class DemoPacs:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _make_ae(self) -> DemoAE:
+        """The AE to serve with; a subclass (tests/quirky_pacs.py) may change its contexts."""
+        return make_ae(self._ae_title, self._fault)
 
     def _handlers(self) -> list[EventHandlerType]:
         return [
