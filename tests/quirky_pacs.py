@@ -35,7 +35,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
-from pynetdicom import build_context, evt
+from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.events import Event, EventHandlerType
 
@@ -407,7 +407,6 @@ class QuirkyPacs(DemoPacs):
             if None in destination[:2]:
                 yield destination  # pynetdicom answers 0xA801
                 return
-            _propose_something(destination)
             yield destination
             refusal = self._retrieve_refusal(event, MOVE_MODELS)
             if refusal is not None:
@@ -449,21 +448,6 @@ class QuirkyPacs(DemoPacs):
             tick = min(_PENDING_TICK, delay - waited)
             self._stopping.wait(tick)
             waited += tick
-
-
-def _propose_something(destination: tuple[Any, ...]) -> None:
-    """Give a refused C-MOVE's sub-association a context to propose.
-
-    pynetdicom sends a C-MOVE's failure status only after opening the
-    sub-association, and the demo PACS proposes one context per SOP class it
-    will send: none when it sends nothing, so pynetdicom cannot associate and
-    answers 0xC515 instead of the failure (0xA900). Verification and CT Image
-    Storage are proposed instead (any store SCP accepts one of them); the
-    destination sees an association that sends nothing.
-    """
-    options = destination[2] if len(destination) > 2 else None
-    if isinstance(options, dict) and not options.get("contexts"):
-        options["contexts"] = [build_context(VERIFICATION), build_context(_CT_IMAGE_STORAGE)]
 
 
 def _relational(identifier: Dataset, *, patient_root: bool) -> bool:

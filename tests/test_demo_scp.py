@@ -639,6 +639,16 @@ def test_move_to_unknown_destination(pacs: DemoPacs, sample: Sample, store: Stor
     assert store.received == []
 
 
+def test_move_refused_identifier_answers_identifier_mismatch(
+    pacs: DemoPacs, store: StoreScp,
+) -> None:
+    """A refused C-MOVE says why (0xA900), not 0xC515: with nothing to send, the
+    sub-association still needs a context to propose before pynetdicom sends the status."""
+    responses, _ = move(pacs, query(QueryRetrieveLevel="FRAME", StudyInstanceUID="1.2.3"))
+    assert [int(s.Status) for s, _ in responses] == [0xA900]
+    assert store.received == []
+
+
 # --- C-STORE ---------------------------------------------------------------------------------
 
 

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+)
 from pynetdicom import build_context
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from dicomweb_gw.demo.dimse import VERIFICATION
 from dicomweb_gw.demo.index import IndexedInstance
 
 __all__ = ["DemoAE", "MovePlan", "store_contexts"]
@@ -104,7 +109,14 @@ def store_contexts(instances: Sequence[IndexedInstance]) -> list[PresentationCon
     can go as stored whichever syntax the destination prefers, plus one
     offering Explicit and Implicit VR LE (which pynetdicom converts between)
     as the fallback. Beyond 128 contexts only the fallbacks are kept.
+
+    With nothing to send (the move was refused), Verification and Secondary
+    Capture, which any storage SCP accepts one of: pynetdicom opens the
+    sub-association before it sends the refusal, and with no context to
+    propose it would answer 0xC515 instead of the reason.
     """
+    if not instances:
+        return [build_context(VERIFICATION), build_context(SecondaryCaptureImageStorage)]
     syntaxes: dict[str, set[str]] = {}
     for instance in instances:
         syntaxes.setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax)
