@@ -43,17 +43,27 @@ def check(dataset: Dataset, tag: int, wanted: str) -> str:
     if vr == "UI":
         allowed = set(wanted.split("\\"))
         return _verdict(any(value in allowed for value in values))
+    # Several values (ModalitiesInStudy=CT\\MR) match a result that has any of them, as
+    # PACS that accept them do; PS3.4 defines this for UIDs only, so no PACS is stricter.
+    return _verdict(any(_matches(vr, values, part) for part in wanted.split("\\") if part)
+                    or wanted.strip("\\") == "")
+
+
+def _matches(vr: str, values: list[str], wanted: str) -> bool:
+    """Any of ``values`` (of VR ``vr``, not UI) against one matching value."""
+    if wanted == "*":
+        return True
     if vr in ("DA", "TM", "DT"):
-        return _verdict(any(_in_range(vr, value, wanted) for value in values))
+        return any(_in_range(vr, value, wanted) for value in values)
     if vr == "PN":
         # PN matching is case-insensitive in practice (and PS3.4 allows it);
         # being looser than the PACS never drops a result it matched.
         pattern = _pattern(wanted, ignore_case=True)
-        return _verdict(any(pattern.match(value) for value in values))
+        return any(pattern.match(value) for value in values)
     if vr in ("IS", "DS", "US", "UL", "UV", "SS", "SL", "SV", "FL", "FD"):
-        return _verdict(any(_same_number(value, wanted) for value in values))
+        return any(_same_number(value, wanted) for value in values)
     pattern = _pattern(wanted, ignore_case=False)
-    return _verdict(any(pattern.match(value) for value in values))
+    return any(pattern.match(value) for value in values)
 
 
 def _verdict(matched: bool) -> str:

@@ -8,6 +8,7 @@ a broad query on a big PACS never pulls everything into memory.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -16,15 +17,22 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicomweb_gw.dicomweb import attributes as attrs
+from dicomweb_gw.dicomweb.date_split import split_by_study_date
 from dicomweb_gw.dicomweb.dicomjson import to_dicom_json
-from dicomweb_gw.dicomweb.matching import Verdict, check
+from dicomweb_gw.dicomweb.matching import Verdict
+from dicomweb_gw.dicomweb.post_filter import PostFilter, verdict
 from dicomweb_gw.dicomweb.query import FLOAT_VRS, INTEGER_RANGES, QidoQuery, vr_of
-from dicomweb_gw.errors import PacsFailure
-from dicomweb_gw.model import QueryLevel
+from dicomweb_gw.dicomweb.search_finds import SearchFinds
+from dicomweb_gw.dicomweb.walk import LevelWalk
+from dicomweb_gw.model import FindReport, QueryLevel
 from dicomweb_gw.pacs.protocol import PacsClient
+from dicomweb_gw.settings import PacsNode
 
 __all__ = ["QidoResult", "QidoService"]
 
+#: PS3.18 8.3.4 (limit and offset): the Warning when more results exist than a response carries.
+MORE_RESULTS = ("The number of results exceeded the maximum supported by the server. "
+                "Additional results can be requested.")
 #: Candidates kept while waiting for a further C-FIND to settle a key the PACS ignored.
 _CANDIDATE_FACTOR = 4
 #: C-FINDs at once while deriving attributes (a PACS node allows 4 associations by default).
@@ -42,13 +50,15 @@ _ALL_EXTRA = {
 class QidoResult:
     items: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    #: What the search's C-FINDs left unsaid (match limit, empty Pending responses, walked).
+    report: FindReport = field(default_factory=FindReport)
 
 
 class QidoService:
     def __init__(self, *, max_results: int) -> None:
         self._max_results = max_results
-        #: (pacs, level) pairs where the PACS wants the parent UID in the query.
-        self._hierarchical: set[tuple[str, QueryLevel]] = set()
+        self._walk = LevelWalk()
+        self._post_filter = PostFilter()
 
     async def search(
         self, pacs: PacsClient, query: QidoQuery, *, base_url: str, fresh: bool = False
@@ -62,58 +72,74 @@ class QidoService:
         if query.fuzzy:
             warnings.append("fuzzy matching is not supported; only literal matching was done")
 
+        quirks = pacs.node
+        finds = SearchFinds(pacs, max_matches=quirks.max_matches)
         wanted = query.offset + limit + 1  # one more than the page tells us if there is more
         derivable_keys = [tag for tag in query.match if tag in attrs.DERIVABLE]
+        if not quirks.post_filter:
+            derivable_keys = []  # the PACS is trusted: nothing to derive for matching
         cap = wanted if not derivable_keys else wanted * _CANDIDATE_FACTOR
         candidates: list[Dataset] = []
-        async with aclosing(self._find(pacs, query.level, self._identifier(query))) as found:
-            async for dataset in found:
-                verdicts = {tag: check(dataset, tag, value) for tag, value in query.match.items()}
-                if Verdict.NO_MATCH in verdicts.values():
+        received, failed = 0, Counter[int]()
+        found = self._find(finds, quirks, query.level, self._identifier(query))
+        async with aclosing(found) as results:
+            async for dataset in results:
+                received += 1
+                failing = (PostFilter.failed_keys(dataset, query.match)
+                           if quirks.post_filter else [])
+                if failing:
+                    failed.update(failing)
                     continue
                 candidates.append(dataset)
                 if len(candidates) >= cap:
                     break
         hit_cap = len(candidates) >= cap
 
-        derived = _Deriver(pacs)
+        derived = _Deriver(finds)
         # Deriving means a C-FIND per candidate (a PACS that cannot match on
         # ModalitiesInStudy returns every study): a few at once, not one by one.
         gate = asyncio.Semaphore(_DERIVE_CONCURRENCY)
 
-        async def matches_after_deriving(dataset: Dataset) -> bool:
+        async def failing_after_deriving(dataset: Dataset) -> int | None:
+            if not quirks.post_filter:
+                return None
             async with gate:
-                return await self._matches_after_deriving(dataset, query, derived)
+                return await self._failing_after_deriving(dataset, query, derived)
 
-        judged = await asyncio.gather(*(matches_after_deriving(ds) for ds in candidates))
-        matches = [ds for ds, matched in zip(candidates, judged, strict=True) if matched]
+        judged = await asyncio.gather(*(failing_after_deriving(ds) for ds in candidates))
+        matches = [ds for ds, failing in zip(candidates, judged, strict=True) if failing is None]
+        failed.update(tag for tag in judged if tag is not None)
+        dropped = received - len(matches)  # by the first check, or once derived
+        self._post_filter.report(pacs.name, dropped, received, failed)
         more = len(matches) > query.offset + limit or (hit_cap and derivable_keys != [])
         page = matches[query.offset : query.offset + limit]
-        if more:
-            warnings.append(
-                "The number of results exceeded the maximum supported by the server. "
-                "Additional results can be requested."
-            )
         asked = set(query.include) | (attrs.DERIVABLE if query.include_all else set())
-        parents = _Parents(pacs, query)
+        parents = _Parents(finds, query)
         items = []
         for dataset in page:
             await derived.fill(dataset, query.level, asked)
             await parents.fill(dataset)
             items.append(to_dicom_json(dataset, _retrieve_url(dataset, query.level, base_url)))
-        return QidoResult(items=items, warnings=warnings)
+        # Last: deriving and the parents' attributes take C-FINDs that may hit a limit too.
+        if more or finds.report.limit_reached:
+            warnings.append(MORE_RESULTS)
+        if finds.report.limit_reached:
+            warnings.append(_limit_warning(pacs.name, query.level, quirks))
+        return QidoResult(items=items, warnings=warnings, report=finds.report)
 
-    async def _matches_after_deriving(
+    async def _failing_after_deriving(
         self, dataset: Dataset, query: QidoQuery, derived: _Deriver
-    ) -> bool:
+    ) -> int | None:
+        """The first matching key ``dataset`` fails once what the PACS left out is
+        derived, or None if it matches."""
         for tag, value in query.match.items():
-            verdict = check(dataset, tag, value)
-            if verdict == Verdict.UNKNOWN and tag in attrs.DERIVABLE:
+            result = verdict(dataset, tag, value)
+            if result == Verdict.UNKNOWN and tag in attrs.DERIVABLE:
                 await derived.fill(dataset, query.level, {tag})
-                verdict = check(dataset, tag, value)
-            if verdict == Verdict.NO_MATCH:
-                return False
-        return True
+                result = verdict(dataset, tag, value)
+            if result == Verdict.NO_MATCH:
+                return tag
+        return None
 
     def _identifier(self, query: QidoQuery) -> Dataset:
         tags = list(attrs.requested_attributes(query.level))
@@ -131,55 +157,37 @@ class QidoService:
             identifier.SpecificCharacterSet = "ISO_IR 192"
         return identifier
 
-    async def _find(
-        self, pacs: PacsClient, level: QueryLevel, identifier: Dataset
+    def _find(
+        self, finds: SearchFinds, quirks: PacsNode, level: QueryLevel, identifier: Dataset,
     ) -> AsyncGenerator[Dataset, None]:
-        """C-FIND at ``level``; if the PACS insists on the parent UID, walk down from the parent.
+        """The C-FINDs of a search: study searches split by StudyDate for a PACS with a
+        match limit, lower levels walked from their parents for a hierarchical PACS."""
+        def studies(study_identifier: Dataset) -> AsyncGenerator[Dataset, None]:
+            if quirks.max_matches > 0:
+                return split_by_study_date(finds, study_identifier, quirks.max_matches)
+            return finds.run(QueryLevel.STUDY, study_identifier)
 
-        dcmqrscp, for one, fails an IMAGE query without SeriesInstanceUID.
-        """
-        parent = attrs.parent_level(level)
-        parent_uid_tag = attrs.UID_OF_LEVEL[parent] if parent else None
-        needs_parent = parent_uid_tag is not None and not identifier.get(parent_uid_tag, "")
-        if not needs_parent or (pacs.name, level) not in self._hierarchical:
-            yielded = False
-            try:
-                async with aclosing(pacs.find(level, identifier)) as results:
-                    async for dataset in results:
-                        yielded = True
-                        yield dataset
-                return
-            except PacsFailure:
-                if yielded or not needs_parent:
-                    raise
-                self._hierarchical.add((pacs.name, level))
-        assert parent is not None
-        assert parent_uid_tag is not None
-        # Collect the parents first: running the child C-FINDs while the parent
-        # C-FIND is still open would need two associations at once.
-        parent_query = _restrict(identifier, parent)
-        parents = [ds async for ds in self._find(pacs, parent, parent_query)]
-        for parent_dataset in parents:
-            uid = parent_dataset.get(parent_uid_tag)
-            if uid is None or not uid.value:
-                continue
-            child_query = Dataset()
-            child_query.update(identifier)
-            _set(child_query, parent_uid_tag, str(uid.value))
-            async with aclosing(pacs.find(level, child_query)) as results:
-                async for dataset in results:
-                    # Relational results carry their parents' attributes too.
-                    for element in parent_dataset:
-                        if element.tag not in dataset:
-                            dataset.add(element)
-                    yield dataset
+        return self._walk.find(finds, level, identifier, relational=quirks.relational,
+                               studies=studies)
+
+
+def _limit_warning(node: str, level: QueryLevel, quirks: PacsNode) -> str:
+    """Why results are missing, and what helps: PS3.18's Warning text alone suggests paging,
+    which cannot get past a PACS's match limit."""
+    text = f"PACS '{node}' stopped at its match limit, so some matches are missing"
+    if level is not QueryLevel.STUDY:
+        return f"{text}; narrow the query"
+    if quirks.max_matches > 0:
+        return f"{text} even with the search split by StudyDate; narrow the query"
+    return (f"{text}; narrow the query, or set max_matches for node '{node}' to split "
+            "study searches by StudyDate")
 
 
 class _Deriver:
     """Computes counts and modalities a PACS left out, with further C-FINDs (cached per request)."""
 
-    def __init__(self, pacs: PacsClient) -> None:
-        self._pacs = pacs
+    def __init__(self, finds: SearchFinds) -> None:
+        self._finds = finds
         self._series: dict[str, list[Dataset]] = {}
 
     async def fill(self, dataset: Dataset, level: QueryLevel, asked: set[int]) -> None:
@@ -219,7 +227,7 @@ class _Deriver:
             query.Modality = ""
             query.NumberOfSeriesRelatedInstances = None
             self._series[study_uid] = [
-                ds async for ds in self._pacs.find(QueryLevel.SERIES, query)
+                ds async for ds in self._finds.run(QueryLevel.SERIES, query)
                 if ds.get("SeriesInstanceUID")
             ]
         return self._series[study_uid]
@@ -229,7 +237,7 @@ class _Deriver:
         query.StudyInstanceUID = study_uid
         query.SeriesInstanceUID = series_uid
         query.SOPInstanceUID = ""
-        return len([ds async for ds in self._pacs.find(QueryLevel.IMAGE, query)])
+        return len([ds async for ds in self._finds.run(QueryLevel.IMAGE, query)])
 
 
 class _Parents:
@@ -237,8 +245,8 @@ class _Parents:
     Tables 10.6.3-3/4/5), fetched when the PACS left them out: a strictly hierarchical
     SCP answers only the keys of the query level. One C-FIND per parent, per request."""
 
-    def __init__(self, pacs: PacsClient, query: QidoQuery) -> None:
-        self._pacs = pacs
+    def __init__(self, finds: SearchFinds, query: QidoQuery) -> None:
+        self._finds = finds
         self._found: dict[tuple[QueryLevel, str], Dataset | None] = {}
         self._required = _required_parent_keys(query)
 
@@ -263,7 +271,7 @@ class _Parents:
                 _set(identifier, tag, None)
             for tag, uid in uids.items():
                 _set(identifier, tag, uid)
-            async with aclosing(self._pacs.find(level, identifier)) as results:
+            async with aclosing(self._finds.run(level, identifier)) as results:
                 self._found[key] = await anext(results, None)
         return self._found[key]
 
@@ -315,16 +323,6 @@ def _set(dataset: Dataset, tag: int, value: str | None) -> None:
         dataset.add_new(tag, vr, raw + b" " * (len(raw) % 2))
     else:
         dataset.add_new(tag, vr, value)
-
-
-def _restrict(identifier: Dataset, level: QueryLevel) -> Dataset:
-    """The part of ``identifier`` that belongs to ``level`` and the levels above it."""
-    keep = {tag for upper in attrs.levels_down_to(level) for tag in attrs.level_attributes(upper)}
-    query = Dataset()
-    for element in identifier:
-        if element.tag in keep or element.tag == attrs.SPECIFIC_CHARACTER_SET:
-            query.add(element)
-    return query
 
 
 def _retrieve_url(dataset: Dataset, level: QueryLevel, base_url: str) -> dict[str, Any]:

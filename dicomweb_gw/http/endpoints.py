@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
 _PATH_UIDS = (("study", "StudyInstanceUID", _STUDY), ("series", "SeriesInstanceUID", _SERIES))
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.-]+")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class DicomWebApi:
         no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
         result = await self._qido.search(self.pacs, query,
                                          base_url=base_url(request, self.prefix), fresh=no_cache)
-        headers = _warning_header(result.warnings)
+        headers = _warning_header(result.warnings, agent=_warn_agent(request))
         if wanted is not MetadataFormat.JSON:
             return await _xml_response(lambda: result.items, wanted, headers)
         return Response(dumps(result.items), media_type="application/dicom+json",
@@ -196,14 +198,22 @@ class DicomWebApi:
         return Response(body, headers={"Content-Type": writer.content_type})
 
 
-def _warning_header(warnings: list[str]) -> dict[str, str]:
+def _warning_header(warnings: list[str], agent: str = "-") -> dict[str, str]:
     """PS3.18 8.1.2.2: ``Warning: 299 <agent> "<text>"``, one per warning, comma-joined."""
     if not warnings:
         return {}
     # Header values must be Latin-1: anything else (a UID never is, a message may be) becomes "?".
     quoted = (text.encode("ascii", "replace").decode().replace("\\", "\\\\").replace('"', '\\"')
               for text in warnings)
-    return {"Warning": ", ".join(f'299 - "{text}"' for text in quoted)}
+    return {"Warning": ", ".join(f'299 {agent} "{text}"' for text in quoted)}
+
+
+def _warn_agent(request: Request) -> str:
+    """PS3.18 8.3.4 writes QIDO's Warning as ``299 {SERVICE}: "..."``: the host the client
+    called and a colon (an empty port, still a valid RFC 9110 warn-agent); "-" for a
+    host that is not a plain name or IPv4 address."""
+    host = request.url.hostname or ""
+    return f"{host}:" if _PLAIN_HOST.fullmatch(host) else "-"
 
 
 async def _xml_response(datasets: Callable[[], list[dict[str, Any]]], wanted: MetadataFormat,

@@ -20,6 +20,7 @@ from dicomweb_gw.model import (
     RetrieveKeys,
     RetrieveReport,
 )
+from dicomweb_gw.settings import PacsNode
 
 __all__ = [
     "CANNOT_UNDERSTAND",
@@ -97,6 +98,11 @@ class PacsClient(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def node(self) -> PacsNode:
+        """The node's settings: the quirks that shape how it is queried and retrieved."""
+        ...
 
     def find(
         self, level: QueryLevel, identifier: Dataset, *, report: FindReport | None = None,
