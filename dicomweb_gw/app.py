@@ -55,11 +55,11 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        needs_receiver = any(node.retrieve == "c-move" for node in settings.nodes)
-        self.receiver = (
-            MoveReceiver(settings.ae_title, host=settings.store_host, port=settings.store_port)
-            if needs_receiver else None
-        )
+        # Listening from the start only if a node retrieves by C-MOVE; a C-GET node whose
+        # PACS turns out to have no C-GET starts it when it falls back to C-MOVE.
+        self._receiver_at_start = any(node.retrieve == "c-move" for node in settings.nodes)
+        self.receiver = MoveReceiver(
+            settings.ae_title, host=settings.store_host, port=settings.store_port)
         self.metrics = GatewayMetrics()
         self.audit = AuditLog(settings.audit_log)
         self.clients = {
@@ -82,10 +82,9 @@ class Gateway:
         self.cluster = (ClusterFlights(self.link, lease_seconds=settings.lease_seconds)
                         if self.link is not None and sharing else None)
         self.routing = (MoveRouting(self.link, self.store)
-                        if self.link is not None and sharing and self.receiver is not None
+                        if self.link is not None and sharing and self._receiver_at_start
                         else None)
-        if self.receiver is not None:
-            self.receiver.routing = self.routing
+        self.receiver.routing = self.routing
         if self.link is not None:
             link, cluster = self.link, self.cluster
             self.metrics.watch_cluster(
@@ -141,7 +140,7 @@ class Gateway:
         for node in self.clients:  # open the caches now: a bad folder is a start-up error
             self.store(node)
         self.audit.start()  # so is an audit log file that cannot be opened
-        if self.receiver is not None:
+        if self._receiver_at_start:
             try:
                 self.receiver.start()
             except OSError as exc:
@@ -155,8 +154,7 @@ class Gateway:
     async def stop(self) -> None:
         for client in self.clients.values():
             await client.aclose()
-        if self.receiver is not None:
-            await asyncio.to_thread(self.receiver.stop)
+        await asyncio.to_thread(self.receiver.stop)
         if self.routing is not None:
             await asyncio.to_thread(self.routing.stop)
         if self.link is not None:

@@ -57,7 +57,7 @@ from storm import (
 pytestmark = pytest.mark.pacs
 
 # CI default kept small: a round takes ~5 s on a busy 2-core runner (dcmqrscp ignores
-# C-CANCEL, so cancelled retrieves linger for retrieve.CANCEL_GRACE_SECONDS).
+# C-CANCEL, so cancelled retrieves linger for cancelling.CANCEL_GRACE_SECONDS).
 ROUNDS = int(os.environ.get("DICOMWEB_GW_STORM_ROUNDS", "4"))
 # Three processes and a shared store cost more per round: a third as many.
 CLUSTER_ROUNDS = max(1, ROUNDS // 3)

@@ -4,7 +4,10 @@ Opening an association costs a TCP connect plus an A-ASSOCIATE round trip, so
 query associations are kept and reused; transfer associations (C-GET, C-MOVE,
 C-STORE) are opened per operation because their presentation contexts depend
 on what is transferred. Idle ones are released before the PACS or pynetdicom
-times them out, and the pool never holds more than the PACS's limit.
+times them out, and the gateway never holds more than the PACS's limit
+(``limits.py``): an operation waits for room, closing idle ones first. A PACS
+that refuses one more association (transient A-ASSOCIATE-RJ) teaches the
+gateway its real limit.
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
 
-from dicomweb_gw.errors import PacsTimeout, PacsUnavailable
+from dicomweb_gw.errors import PacsMisconfigured, PacsTimeout, PacsUnavailable
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs import contexts
+from dicomweb_gw.pacs.limits import AssociationLimit
 from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
 from dicomweb_gw.settings import PacsNode
 
-__all__ = ["IDLE_SECONDS", "MAX_PDU", "Associations"]
+__all__ = ["IDLE_SECONDS", "MAX_PDU", "Associations", "NoContextAccepted"]
 
 #: Our receive PDU size. Large PDUs cut per-PDU overhead on the receive path,
 #: which is where pynetdicom spends its time on a retrieve.
@@ -32,6 +38,27 @@ MAX_PDU = 4 * 1024 * 1024
 #: Idle pooled associations older than this are closed rather than reused:
 #: PACS drop idle associations after a while, and a dead one costs a retry.
 IDLE_SECONDS = 20.0
+#: A-ASSOCIATE-RJ results (PS3.8 9.3.4).
+_PERMANENT, _TRANSIENT = 0x01, 0x02
+#: Pauses between attempts while a PACS refuses for a passing reason. The first
+#: retry also covers an association we released a moment ago that the PACS has
+#: not counted as closed yet.
+_BUSY_PAUSES = (0.2, 0.5, 1.0)
+#: Waiting for one of our own associations to be freed: bounded, so that a
+#: bookkeeping slip ends in an error rather than a hang. Each of them ends within
+#: the idle (or total) timeout of the operation holding it.
+_ROOM_WAIT_TIMEOUTS = 4
+
+
+class NoContextAccepted(PacsMisconfigured):
+    """The PACS accepted the association but none of the presentation contexts proposed."""
+
+    def __init__(self, pacs: str, rejected: Sequence[PresentationContext]) -> None:
+        names = sorted({str(cx.abstract_syntax.name) for cx in rejected
+                        if cx.abstract_syntax is not None})
+        super().__init__(pacs, "accepted none of the presentation contexts proposed "
+                               f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+        self.rejected = [str(cx.abstract_syntax) for cx in rejected]
 
 
 class Associations:
@@ -42,12 +69,18 @@ class Associations:
         self._timeout = node.timeout
         self._ae = AE(ae_title=ae_title)
         self._ae.acse_timeout = node.timeout
-        self._ae.dimse_timeout = node.timeout
-        self._ae.network_timeout = node.timeout
+        # pynetdicom waits this long for *each* DIMSE message: an idle timeout, which
+        # every Pending response (and, on a C-GET, every C-STORE) starts anew.
+        self._ae.dimse_timeout = node.dimse_idle_timeout
+        # The DUL drops an association that received nothing for this long: never
+        # before the idle timeout has had its say.
+        self._ae.network_timeout = max(node.timeout, node.dimse_idle_timeout)
         self._ae.connection_timeout = min(node.timeout, 10.0)
-        self._lock = threading.Lock()
+        self.limit = AssociationLimit(node)
+        self._room = threading.Condition()
         self._idle: list[tuple[float, Association]] = []
         self._open = 0
+        self._holding = threading.local()  # associations the current thread's operation holds
         # Shorter than the network timeout, so we release idle associations first.
         self._idle_seconds = min(IDLE_SECONDS, node.timeout / 2)
         if metrics is not None:
@@ -59,10 +92,10 @@ class Associations:
         return self._open
 
     def close_idle(self) -> None:
-        with self._lock:
+        with self._room:
             idle, self._idle = self._idle, []
         for _, assoc in idle:
-            self.close(assoc)
+            self._discard(assoc)
 
     def associate(
         self,
@@ -71,8 +104,56 @@ class Associations:
         ext_neg: list[Any] | None = None,
         handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
     ) -> Association:
-        self._make_room()
+        """An association for the calling thread's operation, within the node's limit
+        (waiting for room if need be); give it back with ``close``."""
         started = time.monotonic()
+        refusals = 0
+        while True:
+            self._reserve(started + _ROOM_WAIT_TIMEOUTS * self._timeout)
+            attempt = time.monotonic()
+            try:
+                assoc, rejection = self._request(requested, ext_neg, handlers)
+            except BaseException:
+                self._unreserve()
+                raise
+            if assoc.is_established:
+                _keep_stray_responses(assoc)
+                self._hold(+1)
+                return assoc
+            self._unreserve()
+            if rejection != _TRANSIENT:
+                raise self._not_established(assoc, rejection, attempt)
+            refusals += 1
+            with self._room:
+                open_now = self._open
+            if refusals >= 2:  # not a close the PACS had yet to count: its limit
+                self.limit.refused_beyond(open_now)
+            gave_up = self._holds() and refusals >= 2  # waiting on ourselves: no end
+            if gave_up or time.monotonic() - started >= self._timeout:
+                raise PacsUnavailable(
+                    self._node.name,
+                    f"refused an association with {open_now} open (A-ASSOCIATE-RJ, transient): "
+                    "it is busy, or allows fewer than the gateway's max_associations "
+                    f"({self._node.max_associations})")
+            time.sleep(_BUSY_PAUSES[min(refusals, len(_BUSY_PAUSES)) - 1])
+
+    def close(self, assoc: Association) -> None:
+        """Release an association ``associate`` gave the calling thread."""
+        self._hold(-1)
+        self._discard(assoc)
+
+    def _request(
+        self, requested: list[Any], ext_neg: list[Any] | None,
+        handlers: Sequence[tuple[Any, Callable[..., Any]]],
+    ) -> tuple[Association, int | None]:
+        """One A-ASSOCIATE; the association and, if it was rejected, the RJ's result."""
+        rejection: list[int] = []
+
+        def on_acse(event: Any) -> None:
+            primitive = event.primitive
+            if isinstance(primitive, A_ASSOCIATE) and primitive.result in (_PERMANENT, _TRANSIENT):
+                rejection.append(int(primitive.result))
+
         assoc = self._ae.associate(
             self._node.host,
             self._node.port,
@@ -80,39 +161,70 @@ class Associations:
             ae_title=self._node.ae_title,
             max_pdu=MAX_PDU,
             ext_neg=ext_neg,
-            evt_handlers=[NODELAY_HANDLER, *handlers],
+            evt_handlers=[NODELAY_HANDLER, (evt.EVT_ACSE_RECV, on_acse), *handlers],
         )
-        if assoc.is_established:
-            _keep_stray_responses(assoc)
-            with self._lock:
-                self._open += 1
-            return assoc
+        return assoc, _rejection_result(assoc, rejection)
+
+    def _not_established(self, assoc: Association, rejection: int | None,
+                         attempt: float) -> PacsUnavailable | PacsTimeout | PacsMisconfigured:
         where = f"{self._node.host}:{self._node.port}"
-        if assoc.is_rejected:
-            raise PacsUnavailable(
+        if rejection is not None or assoc.is_rejected:
+            return PacsUnavailable(
                 self._node.name,
                 f"rejected the association (called AE '{self._node.ae_title}', calling AE "
                 f"'{self._ae_title}'): check both AE titles are configured on the PACS",
             )
-        if time.monotonic() - started >= min(self._timeout, 10.0) - 0.5:
-            raise PacsTimeout(self._node.name, f"no answer from {where} within the timeout")
-        raise PacsUnavailable(self._node.name, f"cannot connect to {where}")
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            return NoContextAccepted(self._node.name, assoc.rejected_contexts)
+        if time.monotonic() - attempt >= min(self._timeout, 10.0) - 0.5:
+            return PacsTimeout(self._node.name, f"no answer from {where} within the timeout")
+        return PacsUnavailable(self._node.name, f"cannot connect to {where}")
 
-    def close(self, assoc: Association) -> None:
-        with self._lock:
+    # -- room under the limit -------------------------------------------------
+    def _reserve(self, deadline: float) -> None:
+        """Count one more association before opening it: close idle pooled ones to
+        make room, else wait for one of ours to end. An operation that already holds
+        one (a Patient ID look-up during a C-MOVE) does not wait for itself."""
+        victims: list[Association] = []
+        try:
+            with self._room:
+                while self._open >= self.limit.value:
+                    if self._idle:
+                        victims.append(self._idle.pop(0)[1])
+                        self._open -= 1
+                        continue
+                    if self._holds():
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PacsUnavailable(
+                            self._node.name,
+                            f"all {self.limit.value} associations to it stayed busy "
+                            f"(max_associations = {self._node.max_associations})")
+                    self._room.wait(min(remaining, 1.0))
+                self._open += 1
+        finally:
+            for assoc in victims:
+                _release(assoc)
+
+    def _unreserve(self) -> None:
+        with self._room:
             self._open -= 1
-        if assoc.is_established:
-            assoc.release()
+            self._room.notify_all()
 
-    def _make_room(self) -> None:
-        """Close idle pooled associations so we stay within the PACS's limit."""
-        with self._lock:
-            surplus = max(0, self._open + 1 - self._node.max_associations)
-            victims = [assoc for _, assoc in self._idle[:surplus]]
-            self._idle = self._idle[surplus:]
-        for assoc in victims:
-            self.close(assoc)
+    def _discard(self, assoc: Association) -> None:
+        with self._room:
+            self._open -= 1
+            self._room.notify_all()
+        _release(assoc)
 
+    def _hold(self, delta: int) -> None:
+        self._holding.count = getattr(self._holding, "count", 0) + delta
+
+    def _holds(self) -> bool:
+        return getattr(self._holding, "count", 0) > 0
+
+    # -- the pool -------------------------------------------------------------
     @contextmanager
     def pooled(self) -> Iterator[tuple[Association, bool]]:
         """A C-FIND/C-ECHO association, reused across requests.
@@ -126,9 +238,11 @@ class Associations:
             yield assoc, reused
             ok = True
         finally:
+            self._hold(-1)
             if ok and assoc.is_established:
-                with self._lock:
+                with self._room:
                     self._idle.append((time.monotonic(), assoc))
+                    self._room.notify_all()  # a waiter may close it to make room
                 # Release it ourselves once idle long enough, before pynetdicom's
                 # network timeout aborts it (and logs an ERROR that alarms admins).
                 reaper = threading.Timer(self._idle_seconds + 0.5, self._reap_idle)
@@ -137,22 +251,23 @@ class Associations:
             else:
                 if assoc.is_established:
                     assoc.abort()
-                with self._lock:
+                with self._room:
                     self._open -= 1
+                    self._room.notify_all()
 
     def _reap_idle(self) -> None:
         now = time.monotonic()
-        with self._lock:
+        with self._room:
             stale = [assoc for since, assoc in self._idle if now - since >= self._idle_seconds]
             self._idle = [(since, a) for since, a in self._idle if a not in stale]
         for assoc in stale:
-            self.close(assoc)
+            self._discard(assoc)
 
     def _checkout(self) -> tuple[Association, bool]:
         now = time.monotonic()
         stale: list[Association] = []
         found: Association | None = None
-        with self._lock:
+        with self._room:
             while self._idle:
                 since, assoc = self._idle.pop()
                 if assoc.is_established and now - since < self._idle_seconds:
@@ -160,10 +275,27 @@ class Associations:
                     break
                 stale.append(assoc)
         for assoc in stale:
-            self.close(assoc)
+            self._discard(assoc)
         if found is not None:
+            self._hold(+1)
             return found, True
         return self.associate(contexts.find_contexts()), False
+
+
+def _rejection_result(assoc: Association, seen: list[int]) -> int | None:
+    """The A-ASSOCIATE-RJ result (permanent or transient), if the PACS rejected."""
+    if seen:
+        return seen[-1]
+    if not assoc.is_rejected:
+        return None
+    primitive = getattr(assoc.acceptor, "primitive", None)
+    result = getattr(primitive, "result", None)
+    return int(result) if isinstance(result, int) else _PERMANENT
+
+
+def _release(assoc: Association) -> None:
+    if assoc.is_established:
+        assoc.release()
 
 
 def _keep_stray_responses(assoc: Association) -> None:

@@ -13,6 +13,12 @@ it stores (``AvailableTransferSyntaxUID``, when its C-FIND answers carry it),
 then the uncompressed pair, then, while the budget lasts, every other syntax
 pydicom knows, most common first. When even the stored syntaxes do not fit,
 the series are split across several associations (``get_plans``).
+
+A node with ``compressed = false`` is offered only Explicit and Implicit VR
+Little Endian, one context per class (so one association always suffices): a
+PACS that fails to send what it stores compressed then decompresses itself.
+Deflated and Big Endian are left out too: they are what such a PACS handles
+worst, and every PACS can send Little Endian.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "MOVE_MODEL",
     "MOVE_MODELS",
     "PATIENT_FIND_MODEL",
+    "UNCOMPRESSED",
     "VERIFICATION",
     "GetPlan",
     "Holdings",
@@ -153,14 +160,17 @@ class GetPlan:
     series_uids: tuple[str, ...] = ()
 
 
-def get_plans(series: Mapping[str, Holdings]) -> list[GetPlan]:
+def get_plans(series: Mapping[str, Holdings], *, compressed: bool = True) -> list[GetPlan]:
     """The C-GET association(s) for a retrieve whose series hold ``series``.
 
     One association when the stored syntaxes of every class fit in it (always,
-    when the PACS does not report them); otherwise the series are packed, in
-    order, into as few associations as carry each one's stored syntaxes.
+    when the PACS does not report them, or when only uncompressed syntaxes are
+    offered); otherwise the series are packed, in order, into as few
+    associations as carry each one's stored syntaxes.
     """
     merged = _merge(series.values())
+    if not compressed:
+        return [GetPlan(*get_contexts(merged, compressed=False))]
     if len(_required(merged)) <= _BUDGET:
         return [GetPlan(*get_contexts(merged))]
     plans: list[GetPlan] = []
@@ -177,19 +187,25 @@ def get_plans(series: Mapping[str, Holdings]) -> list[GetPlan]:
 
 
 def get_contexts(
-    holdings: Holdings,
+    holdings: Holdings, *, compressed: bool = True,
 ) -> tuple[list[PresentationContext], list[SCP_SCU_RoleSelectionNegotiation]]:
     """Contexts and SCP/SCU role selection items for one C-GET association.
 
     ``holdings`` maps each storage SOP class to the syntaxes the PACS stores
     it in (empty: unknown); no classes at all means the common ones.
+    ``compressed = False`` offers each class the uncompressed pair alone.
     """
     if not holdings:
         holdings = {sop_class: () for sop_class in COMMON_STORAGE_SOP_CLASSES}
-    required = _required(holdings)[:_BUDGET]
-    proposed = set(required)
-    spare = [pair for pair in _fill(holdings) if pair not in proposed]
-    plan = [*required, *spare[:_BUDGET - len(required)]]
+    plan: list[_Pair]
+    if compressed:
+        required = _required(holdings)[:_BUDGET]
+        proposed = set(required)
+        spare = [pair for pair in _fill(holdings) if pair not in proposed]
+        plan = [*required, *spare[:_BUDGET - len(required)]]
+    else:
+        plan = [(sop_class, tuple(str(ts) for ts in UNCOMPRESSED)) for sop_class in holdings]
+        plan = plan[:_BUDGET]
     contexts = [build_context(model) for model in GET_MODELS]
     contexts += [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in plan]
     classes = dict.fromkeys(sop_class for sop_class, _ in plan)

@@ -11,17 +11,23 @@ Two per-node quirk switches: ``query_model`` forces Study or Patient Root
 (``auto`` prefers Study Root and falls back; see ``find.py``), and
 ``move_originator = false`` runs C-MOVEs to the node one at a time (see
 ``Workers._acquire``).
+
+C-ECHO goes on a pooled query association when the PACS accepts Verification
+there; some reject it next to Query/Retrieve contexts (DICOM-RST 0.3.1), and
+then every echo gets an association of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom import build_context
 from pynetdicom.association import Association
 
 from dicomweb_gw.errors import PacsFailure
@@ -33,7 +39,7 @@ from dicomweb_gw.model import (
     RetrieveKeys,
     RetrieveReport,
 )
-from dicomweb_gw.pacs import storescu
+from dicomweb_gw.pacs import contexts, storescu
 from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Channel
 from dicomweb_gw.pacs.failures import Failures
@@ -48,6 +54,8 @@ from dicomweb_gw.pacs.workers import MessageIds, Workers
 from dicomweb_gw.settings import PacsNode
 
 __all__ = ["DimsePacsClient"]
+
+log = logging.getLogger(__name__)
 
 # pynetdicom formats every C-FIND/C-GET/C-MOVE identifier it sends or receives for
 # its INFO log, whatever the log level: about 0.2 ms per C-FIND answer (a fifth of
@@ -67,13 +75,18 @@ class DimsePacsClient:
     ) -> None:
         self._node = node
         self._associations = Associations(node, ae_title=ae_title, metrics=metrics)
-        self._workers = Workers(node, metrics)
+        limit = self._associations.limit
+        self._workers = Workers(node, metrics, limit=lambda: limit.value)
         self._message_ids = MessageIds()
         self._failures = Failures(node, ae_title=ae_title, receiver=receiver)
         self._finder = Finder(node, self._associations, self._failures, self._message_ids.next)
         self._retriever = Retriever(
             node, ae_title=ae_title, associations=self._associations, finder=self._finder,
             failures=self._failures, message_id=self._message_ids.next, receiver=receiver)
+        if receiver is not None and not node.compressed:
+            receiver.accept_only_uncompressed_from(node.ae_title)
+        #: Learned: the PACS rejects Verification on a query association.
+        self._echo_alone = False
 
     @property
     def name(self) -> str:
@@ -99,16 +112,11 @@ class DimsePacsClient:
     def retrieve(
         self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
-        by_get = self._node.retrieve == "c-get"
-
         def worker(channel: Channel[RetrievedInstance]) -> None:
-            sink = InstanceSink(channel, report)
-            if by_get:
-                self._retriever.get(keys, sink)
-            else:
-                self._retriever.move(keys, sink)
+            self._retriever.retrieve(keys, InstanceSink(channel, report))
 
-        return self._workers.stream(worker, _RETRIEVE_QUEUE, "C-GET" if by_get else "C-MOVE",
+        operation = "C-MOVE" if self._retriever.by_move else "C-GET"
+        return self._workers.stream(worker, _RETRIEVE_QUEUE, operation,
                                     size=lambda instance: len(instance.dataset))
 
     async def store(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
@@ -131,14 +139,33 @@ class DimsePacsClient:
 
     # -- operations (worker threads) -----------------------------------------
     def _echo_worker(self, channel: Channel[None]) -> None:
+        if self._echo_alone:
+            self._echo_on_its_own()
+            return
         for attempt in range(2):
             with self._associations.pooled() as (assoc, reused):
+                if not _accepted(assoc, contexts.VERIFICATION):
+                    break
                 status = assoc.send_c_echo(msg_id=self._message_ids.next())
                 if "Status" in status and status.Status == SUCCESS:
                     return
                 if reused and attempt == 0:
                     continue
                 raise self._failures.no_response("C-ECHO", time.monotonic())
+        if not self._echo_alone:
+            self._echo_alone = True
+            log.info("PACS '%s' rejects Verification next to Query/Retrieve contexts: "
+                     "C-ECHO goes on an association of its own", self._node.name)
+        self._echo_on_its_own()
+
+    def _echo_on_its_own(self) -> None:
+        assoc = self._associations.associate([build_context(contexts.VERIFICATION)])
+        try:
+            status = assoc.send_c_echo(msg_id=self._message_ids.next())
+        finally:
+            self._associations.close(assoc)
+        if "Status" not in status or status.Status != SUCCESS:
+            raise self._failures.no_response("C-ECHO", time.monotonic())
 
     def _store_worker(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
         def associate(requested: list[Any], handlers: Sequence[Any]) -> Association:
@@ -149,3 +176,7 @@ class DimsePacsClient:
                                         message_id=self._message_ids.next)
         except storescu.StoreInterrupted as exc:
             raise self._failures.no_response("C-STORE", exc.last_activity) from None
+
+
+def _accepted(assoc: Association, abstract_syntax: str) -> bool:
+    return any(cx.abstract_syntax == abstract_syntax for cx in assoc.accepted_contexts)

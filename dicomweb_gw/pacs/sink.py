@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dicomweb_gw.model import RetrievedInstance, RetrieveReport
@@ -31,22 +32,34 @@ class InstanceSink:
         self.report = report
         self.last_activity = time.monotonic()
         self._arrival = threading.Condition()
+        self._handing_over = 0
 
     def on_store(self, event: Any) -> int:
         """``evt.EVT_C_STORE`` handler for a C-GET association."""
         return self.deliver(instance_from_store_event(event))
 
+    @property
+    def handing_over(self) -> bool:
+        """An instance is waiting for a slow client to take it: the PACS waits on
+        us, so its silence is no sign of trouble (see ``retrieve_watch.py``)."""
+        return self._handing_over > 0
+
     def deliver(self, instance: RetrievedInstance) -> int:
         """Hand ``instance`` to the waiting request; the C-STORE status to answer."""
         self.last_activity = time.monotonic()
+        with self._arrival:
+            self._handing_over += 1
         try:
             self.channel.put(instance)
         except Cancelled:
             return STORE_REFUSED
+        finally:
+            with self._arrival:
+                self._handing_over -= 1
+            self.last_activity = time.monotonic()
         with self._arrival:
             self.received += 1
             self._arrival.notify_all()
-        self.last_activity = time.monotonic()
         return STORE_SUCCESS
 
     def finished(self, *, reported: int | None, failed: int) -> None:
@@ -69,14 +82,22 @@ class InstanceSink:
             report.received = self.received
 
     def wait_for(self, count: int, timeout: float) -> bool:
-        """Wait until ``count`` instances have been delivered; False on timeout.
+        """Wait until ``count`` instances have been delivered; False once none has
+        arrived for ``timeout`` seconds (an idle timeout: each arrival restarts it).
 
         With several replicas, an instance of our C-MOVE that another replica
         received is handed to us through Redis, possibly after the PACS's final
         response: the retrieve is over only when the reported number arrived.
         """
         with self._arrival:
-            return self._arrival.wait_for(lambda: self.received >= count, timeout)
+            while self.received < count:
+                if (not self._arrival.wait_for(self._arrived_since(self.received), timeout)
+                        and not self._handing_over):  # a slow client is no missing instance
+                    return False
+        return True
+
+    def _arrived_since(self, before: int) -> Callable[[], bool]:
+        return lambda: self.received != before
 
 
 def instance_from_store_event(event: Any) -> RetrievedInstance:

@@ -8,6 +8,15 @@ whose study/series/instance keys it matches.
 With several replicas (``routing`` set), Message IDs are unique cluster-wide
 and an instance for another replica's move is handed to that replica
 (see ``dicomweb_gw.cluster.moves``).
+
+What the SCP accepts is one set for every node, except that a node with
+``compressed = false`` gets only the uncompressed syntaxes: the storage SCP
+tells the nodes' sub-associations apart by their calling AE title (the
+PACS's own, as configured), before negotiation. A PACS that moves from
+another AE title than the one the gateway calls it by is offered everything.
+
+It is started with the gateway when a node retrieves by C-MOVE, or on first
+need (``ensure_started``) when a C-GET node turns out to have no C-GET.
 """
 
 from __future__ import annotations
@@ -20,13 +29,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb_gw.model import RetrievedInstance, RetrieveKeys
 from dicomweb_gw.pacs.associations import MAX_PDU
-from dicomweb_gw.pacs.contexts import ACCEPTED_SYNTAXES, VERIFICATION
+from dicomweb_gw.pacs.contexts import ACCEPTED_SYNTAXES, UNCOMPRESSED, VERIFICATION
 from dicomweb_gw.pacs.sink import STORE_REFUSED, InstanceSink, instance_from_store_event
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER, NODELAY_HANDLER
 
@@ -63,6 +72,11 @@ class MoveReceiver:
         self._lock = threading.Lock()
         self._expected: dict[int, tuple[RetrieveKeys, InstanceSink]] = {}
         self._ids = itertools.count(1)
+        self._starting = threading.Lock()
+        self._uncompressed_callers: set[str] = set()
+        #: Associations the PACS opened to us so far: a failed C-MOVE during which
+        #: none came never reached us.
+        self.connections = 0
         #: Set by the gateway when replicas share moves through Redis.
         self.routing: MoveRouter | None = None
 
@@ -74,9 +88,37 @@ class MoveReceiver:
 
     @property
     def address(self) -> str:
-        """Where the PACS must send to, for error messages."""
-        host = "<gateway host>" if self._host in ("0.0.0.0", "::") else self._host
-        return f"{host}:{self.port}"
+        """Where the PACS must send to, for logs (``address_for`` knows better)."""
+        return self.address_for(None)
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    def address_for(self, local_host: str | None) -> str:
+        """The host and port the PACS must have registered for our AE title.
+
+        Our listening address if it is a specific one; else ``local_host``, our
+        end of an association to that PACS (the address it sees us at). With
+        several replicas the PACS must send to their Service, not to one pod.
+        """
+        if self.routing is not None:
+            return f"the gateway's storage Service (Helm store.advertisedHost), port {self.port}"
+        host = self._host if self._host not in ("0.0.0.0", "::", "") else local_host
+        if not host:
+            return f"<gateway host>:{self.port}"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def accept_only_uncompressed_from(self, calling_ae_title: str) -> None:
+        """Offer the PACS that calls as ``calling_ae_title`` only uncompressed syntaxes
+        (its node's ``compressed = false``)."""
+        self._uncompressed_callers.add(calling_ae_title.strip())
+
+    def ensure_started(self) -> None:
+        """Start listening unless it already does (``OSError`` if the port is taken)."""
+        with self._starting:
+            if self._server is None:
+                self.start()
 
     def start(self) -> None:
         ae = AE(ae_title=self.ae_title)
@@ -90,7 +132,8 @@ class MoveReceiver:
         server = ae.start_server(
             (self._host, self._port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store), NODELAY_HANDLER, FAST_POLL_HANDLER],
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_request),
+                          NODELAY_HANDLER, FAST_POLL_HANDLER],
         )
         assert server is not None  # only a blocking start returns None
         server.contexts = QuicklyCopiedContexts(server.contexts)
@@ -133,6 +176,16 @@ class MoveReceiver:
             expected = self._expected.get(msg_id)
         if expected is not None:
             expected[1].channel.finish(error)
+
+    def _on_request(self, event: Any) -> None:
+        """Before negotiation: count the association; a ``compressed = false`` node's
+        PACS gets the uncompressed syntaxes only, so it must decompress what it sends."""
+        with self._lock:
+            self.connections += 1
+        request = getattr(event.assoc.requestor, "primitive", None)
+        calling = str(getattr(request, "calling_ae_title", "") or "").strip()
+        if calling and calling in self._uncompressed_callers:
+            event.assoc.acceptor.supported_contexts = copy.deepcopy(_UNCOMPRESSED_CONTEXTS)
 
     def _on_store(self, event: Any) -> int:
         instance = instance_from_store_event(event)
@@ -178,3 +231,11 @@ class QuicklyCopiedContexts(list[PresentationContext]):
             duplicate._transfer_syntax = list(context._transfer_syntax)
             copies.append(duplicate)
         return copies
+
+
+#: What a ``compressed = false`` node's PACS is offered: every storage class,
+#: Explicit or Implicit VR Little Endian only.
+_UNCOMPRESSED_CONTEXTS = QuicklyCopiedContexts(
+    [build_context(context.abstract_syntax, list(UNCOMPRESSED))
+     for context in AllStoragePresentationContexts if context.abstract_syntax is not None]
+    + [build_context(VERIFICATION)])

@@ -4,7 +4,9 @@ pynetdicom is blocking and thread-based, so every operation runs in its own
 worker thread and hands results to the event loop through a bounded
 ``Channel``. A per-PACS semaphore bounds the associations we hold at once
 (many PACS allow only a few); the slot is released by the worker when the
-DIMSE operation has really ended, not when the HTTP side gave up on it.
+DIMSE operation has really ended, not when the HTTP side gave up on it. The
+bound follows the node's association limit, which shrinks when the PACS turns
+out to allow fewer than configured (``limits.py``): requests then wait here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextvars
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from typing import TypeVar
@@ -58,10 +61,12 @@ _RETRIEVES = frozenset({"C-GET", "C-MOVE"})
 class Workers:
     """Starts one PACS node's operations, each in a thread, under the node's limits."""
 
-    def __init__(self, node: PacsNode, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, node: PacsNode, metrics: GatewayMetrics | None = None, *,
+                 limit: Callable[[], int] | None = None) -> None:
         self._node = node
         self._metrics = metrics
-        self._slots: asyncio.Semaphore | None = None
+        self._limit = limit or (lambda: node.max_associations)
+        self._slots: Slots | None = None
         self._move_gate: asyncio.Semaphore | None = None
 
     async def stream(
@@ -115,7 +120,7 @@ class Workers:
         finally:
             channel.cancel()
 
-    async def _acquire(self, operation: str) -> list[asyncio.Semaphore]:
+    async def _acquire(self, operation: str) -> list[asyncio.Semaphore | Slots]:
         """What an operation holds until its worker ends: an association slot and, for a
         C-MOVE to a PACS that omits the Move Originator Message ID, the node's move gate.
 
@@ -125,8 +130,8 @@ class Workers:
         for it holds no association slot that a query could use.
         """
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self._node.max_associations)
-        held: list[asyncio.Semaphore] = []
+            self._slots = Slots(self._limit)
+        held: list[asyncio.Semaphore | Slots] = []
         if operation == "C-MOVE" and not self._node.move_originator:
             if self._move_gate is None:
                 self._move_gate = asyncio.Semaphore(1)
@@ -140,3 +145,42 @@ class Workers:
             raise
         held.append(self._slots)
         return held
+
+
+class Slots:
+    """An asyncio semaphore whose size is read at each acquire, so that it can shrink
+    (and grow back) while operations hold it; ``release`` may be called by a loop callback."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self._used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    async def acquire(self) -> None:
+        while self._used >= max(1, self._size()):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                with suppress(ValueError):
+                    self._waiters.remove(waiter)
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
+        self._used += 1
+
+    def release(self) -> None:
+        self._used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
