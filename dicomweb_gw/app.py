@@ -37,6 +37,7 @@ from dicomweb_gw.http.error_responses import EXCEPTION_HANDLERS
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
 from dicomweb_gw.http.operations import operations_routes
+from dicomweb_gw.http.pacs_findings import pacs_findings_routes
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point, node_routes
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
@@ -181,6 +182,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         clients=gateway.clients, default_pacs=settings.default_pacs, store=gateway.store,
         render_metrics=gateway.metrics.render,
         routing_problem=(lambda: routing.problem) if routing is not None else None)
+    routes += pacs_findings_routes(settings=settings, clients=gateway.clients,
+                                   receiver=gateway.receiver)
     default = gateway.clients[settings.default_pacs]
     routes.append(dicomweb_routes(DicomWebApi(default, prefix=mount_point(None),
                                               services=services[settings.default_pacs])))

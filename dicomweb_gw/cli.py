@@ -1,5 +1,5 @@
 """``dicomweb-gw``: serve, demo, echo, cache, and the admin commands (find, prefetch,
-config check) whose logic lives in ``dicomweb_gw.admin``."""
+doctor, config check) whose logic lives in ``dicomweb_gw.admin``."""
 
 from __future__ import annotations
 
@@ -119,6 +119,20 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     prefetch.add_argument("studies", nargs="+", metavar="STUDY_UID")
     prefetch.set_defaults(run=_prefetch, admin=True)
 
+    doctor = commands.add_parser(
+        "doctor", help="probe the PACS nodes and say which settings they need",
+        description="Probe each PACS node (or --node NAME) like an integrator would: C-ECHO, "
+                    "associations, query models and levels, match limit, relational queries, "
+                    "matching keys, character set, C-GET, the C-MOVE destination, C-CANCEL and "
+                    "a sample retrieve. Prints the findings with the setting that handles each; "
+                    "exit 1 if a node is not usable.")
+    doctor.add_argument("--config", type=Path, help="TOML config file (or DICOMWEB_GW_CONFIG)")
+    doctor.add_argument("--node", "--pacs", dest="node",
+                        help="only this node (default: every node)")
+    doctor.add_argument("--write", type=Path, metavar="FILE",
+                        help="write a TOML config with the findings applied, for serve --config")
+    doctor.set_defaults(run=_doctor, admin=True)
+
     config = commands.add_parser("config", help="check the configuration")
     config_actions = config.add_subparsers(dest="action", required=True)
     check = config_actions.add_parser(
@@ -229,6 +243,12 @@ def _prefetch(args: argparse.Namespace) -> int:
 
     return run_prefetch(PrefetchRequest(studies=args.studies, node=args.node, url=args.url,
                                         token=args.token, config=args.config))
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from dicomweb_gw.admin.doctor import DoctorRequest, run_doctor
+
+    return run_doctor(DoctorRequest(config=args.config, node=args.node, write=args.write))
 
 
 def _config_check(args: argparse.Namespace) -> int:

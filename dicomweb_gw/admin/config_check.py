@@ -10,8 +10,6 @@ Secrets (API keys) are counted, never printed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import os
 import shutil
 import socket
@@ -25,6 +23,7 @@ from rich.text import Text
 
 from dicomweb_gw.admin.checks import Check, millis
 from dicomweb_gw.admin.cluster_check import check_redis, check_shared_store
+from dicomweb_gw.admin.doctor_toml import differs, toml_text
 from dicomweb_gw.admin.tables import (
     data_table,
     heading,
@@ -34,6 +33,8 @@ from dicomweb_gw.admin.tables import (
 )
 from dicomweb_gw.errors import PacsError
 from dicomweb_gw.pacs.dimse import DimsePacsClient
+from dicomweb_gw.pacs.probe_findings import load_report
+from dicomweb_gw.pacs.probe_target import local_addresses
 from dicomweb_gw.settings import PacsNode, Settings, load_settings
 
 __all__ = ["Check", "local_addresses", "run_config_check"]
@@ -62,6 +63,8 @@ def run_config_check(config: Path | None, *, echo: bool) -> int:
         checks.append(check_shared_store(settings))
     heading(out, "Checks")
     out.print(_checks_table(checks))
+    heading(out, "Doctor findings (last probe of each node)")
+    out.print(_findings_table(settings))
     _print_registration(out, settings)
     failed = [check for check in checks if check.ok is False]
     if failed:
@@ -124,6 +127,32 @@ def _checks_table(checks: list[Check]) -> Table:
     return table
 
 
+def _findings_table(settings: Settings) -> Table:
+    """What ``dicomweb-gw doctor`` found last, and where the config still disagrees."""
+    table = data_table(["node", "probed", "verdict", "quirks", "config vs findings"], [],
+                       wrap=frozenset({"quirks", "config vs findings"}))
+    for node in settings.nodes:
+        report = load_report(settings.cache_dir, node.name)
+        if report is None:
+            table.add_row(Text(node.name), Text("never"),
+                          Text("never probed: run dicomweb-gw doctor", style="yellow"),
+                          Text(""), Text(""))
+            continue
+        when = f"{report.probed_at:%Y-%m-%d %H:%M:%S} UTC"
+        if report.address != node_address(node):
+            when += f" (as {report.address}: probe again)"
+        blocking = [finding.check for finding in report.findings if finding.blocking]
+        verdict = (Text("usable", style="green") if not blocking
+                   else Text(f"NOT usable: {', '.join(blocking)}", style="bold red"))
+        quirks = ", ".join(finding.check for finding in report.findings
+                           if finding.status == "quirk") or "none"
+        changes = [f"{name} = {toml_text(value)}" for name, value in report.settings.items()
+                   if differs(node, name, value)]
+        advice = ("set " + ", ".join(changes)) if changes else "the configuration fits"
+        table.add_row(Text(node.name), Text(when), verdict, Text(quirks), Text(advice))
+    return table
+
+
 def _print_registration(out: Console, settings: Settings) -> None:
     nodes = _move_nodes(settings)
     if not nodes:
@@ -149,32 +178,6 @@ def _print_registration(out: Console, settings: Settings) -> None:
 
 def _move_nodes(settings: Settings) -> list[PacsNode]:
     return [node for node in settings.nodes if node.retrieve == "c-move"]
-
-
-def local_addresses() -> list[str]:
-    """This host's non-loopback addresses, best guesses first.
-
-    Without a third-party package there is no portable list of interfaces; the
-    source address of the default route (a UDP ``connect`` sends nothing) and
-    what the host name resolves to cover what a PACS can reach in practice.
-    """
-    found: list[str] = []
-    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
-        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((probe, 9))
-            found.append(str(sock.getsockname()[0]))
-    with contextlib.suppress(OSError):
-        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
-            found.append(str(sockaddr[0]))
-    usable: list[str] = []
-    for text in dict.fromkeys(found):
-        try:
-            ip = ipaddress.ip_address(text.split("%")[0])
-        except ValueError:
-            continue
-        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
-            usable.append(text)
-    return usable
 
 
 # -- the checks -------------------------------------------------------------------------------
