@@ -44,10 +44,13 @@ class GatewayProcess:
 
 @contextmanager
 def run_gateway(folder: Path, nodes: Mapping[str, tuple[RunningPacs, str]], store_port: int,
-                *, cache_max_bytes: str = "10GB") -> Iterator[GatewayProcess]:
+                *, cache_max_bytes: str = "10GB",
+                ae_title: str = GATEWAY_AE_TITLE) -> Iterator[GatewayProcess]:
     """``dicomweb-gw serve`` as a separate process; ``nodes``: name -> (PACS, retrieve).
 
     The first node is the default one. Its cache lives in ``folder/cache``.
+    A second gateway needs its own ``ae_title`` when a PACS must C-MOVE to it
+    at another port than to the first (Orthanc finds destinations by AE title).
     """
     folder.mkdir(parents=True, exist_ok=True)
     tables = "".join(f"""
@@ -59,7 +62,7 @@ retrieve = "{retrieve}"
 """ for name, (pacs, retrieve) in nodes.items())
     config = folder / "gateway.toml"
     config.write_text(f"""
-ae_title = "{GATEWAY_AE_TITLE}"
+ae_title = "{ae_title}"
 store_port = {store_port}
 store_host = "127.0.0.1"
 cache_dir = "{folder / 'cache'}"

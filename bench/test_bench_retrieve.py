@@ -17,28 +17,41 @@ References, for the 100-instance CT study:
 
 "First" is when the first instance is usable: the first multipart part for
 HTTP, the first file in the output folder for the DCMTK tools.
+
+The "link" variant (``test_study_retrieve_link``) runs the same cold
+retrieves over a simulated network link (``tests/link_proxy.py``): 10 ms
+each way, unlimited rate, in front of the PACS's DIMSE port for every client
+and in front of the storage SCP (the gateway's or storescp's) for the C-MOVE
+back-channel. A second gateway process talks to the PACS through it. Warm
+retrieves are left out: they never reach the PACS, so never cross the link.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from extra_pacs import add_orthanc_destination, dcmqrscp, storescp
 from profiling import profiled
-from record import comparison, save
+from record import Comparison, comparison, save
 from timing import Transfer, TransferStats, stream_get, tool_transfer, transfer_stats
 
-from conftest import GatewayProcess
+from conftest import GatewayProcess, run_gateway
 from corpus import Corpus
-from pacs_fixtures import RunningPacs
+from link_proxy import LinkProxy
+from pacs_fixtures import LOOPBACK, RunningPacs, free_port
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 STORESCP_AE_TITLE = "BENCH_STORESCP"
 STUDY_INSTANCES = 100
+LINK_DELAY_MS = 10
+# Move destinations behind the link: AE titles of their own, since Orthanc finds a
+# destination by AE title and the loopback ones must stay as they are.
+LINK_GATEWAY_AE_TITLE = "DICOMWEB_GW_LINK"
+LINK_STORESCP_AE_TITLE = "BENCH_SCP_LINK"
 
 
 @dataclass(frozen=True)
@@ -71,10 +84,16 @@ def _getscu(pacs: RunningPacs, study_uid: str, folder: Path) -> Callable[[], Tra
     return lambda: tool_transfer(command, folder, STUDY_INSTANCES)
 
 
-def _movescu(pacs: RunningPacs, study_uid: str, folder: Path) -> Callable[[], Transfer]:
+def _movescu(pacs: RunningPacs, study_uid: str, folder: Path,
+             destination: str = STORESCP_AE_TITLE) -> Callable[[], Transfer]:
     command = ["movescu", "-aet", "BENCH_MOVESCU", "-aec", pacs.ae_title,
-               "-aem", STORESCP_AE_TITLE, *_study_keys(study_uid), pacs.host, str(pacs.port)]
+               "-aem", destination, *_study_keys(study_uid), pacs.host, str(pacs.port)]
     return lambda: tool_transfer(command, folder, STUDY_INSTANCES)
+
+
+def _cold(gateway: GatewayProcess, node: str, study_uid: str) -> Callable[[], Transfer]:
+    return lambda: stream_get(f"{gateway.dicomweb(node)}/studies/{study_uid}",
+                              purge=f"{gateway.url}/pacs/{node}/cache/studies/{study_uid}")
 
 
 @pytest.mark.pacs
@@ -83,8 +102,7 @@ def test_study_retrieve(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: 
     uid = corpus.study("big_ct").study_uid
 
     def cold(node: str) -> Callable[[], Transfer]:
-        return lambda: stream_get(f"{gateway.dicomweb(node)}/studies/{uid}",
-                                  purge=f"{gateway.url}/pacs/{node}/cache/studies/{uid}")
+        return _cold(gateway, node, uid)
 
     getscu_dir, storescp_dir = references.getscu_folder, references.storescp_folder
     runs: dict[str, dict[str, TransferStats]] = {
@@ -138,4 +156,101 @@ def test_study_retrieve(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: 
                 "over DIMSE and is written to the cache on the way.",
                 "The DCMTK tools are timed from process start to exit, the first instance as "
                 "the first file in their output folder."],
+         raw=runs)
+
+
+@dataclass(frozen=True)
+class Link:
+    """Everything behind the simulated link, as the clients see it (ports of the proxies)."""
+
+    gateway: GatewayProcess
+    dcmqrscp: RunningPacs
+    orthanc: RunningPacs
+    getscu_folder: Path
+    storescp_folder: Path
+
+
+@pytest.fixture
+def link(dcmqrscp_pacs: RunningPacs, orthanc_pacs: RunningPacs,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
+    """The PACS behind the link, move destinations behind it too, and a gateway using it.
+
+    A dcmqrscp of its own on the session dcmqrscp's storage moves to the link's
+    gateway and storescp through their back-channel links; Orthanc learns them
+    through its REST API. Function scope: the second gateway goes with the test.
+    """
+    folder = tmp_path_factory.mktemp("bench-retrieve-link")
+    (folder / "getscu").mkdir()
+    store_port = free_port()
+
+    def link_to(port: int) -> LinkProxy:
+        return LinkProxy(LOOPBACK, port, delay_ms=LINK_DELAY_MS)
+
+    with (storescp(folder / "storescp", LINK_STORESCP_AE_TITLE) as storescp_port,
+          link_to(storescp_port) as to_storescp, link_to(store_port) as to_gateway,
+          dcmqrscp(folder / "dcmqrscp", storage_dir=dcmqrscp_pacs.storage_dir,
+                   destinations={LINK_GATEWAY_AE_TITLE: to_gateway.port,
+                                 LINK_STORESCP_AE_TITLE: to_storescp.port}) as near_dcmqrscp,
+          link_to(near_dcmqrscp.port) as to_dcmqrscp, link_to(orthanc_pacs.port) as to_orthanc):
+        add_orthanc_destination(orthanc_pacs, LINK_GATEWAY_AE_TITLE, to_gateway.port)
+        add_orthanc_destination(orthanc_pacs, LINK_STORESCP_AE_TITLE, to_storescp.port)
+        far_dcmqrscp = replace(near_dcmqrscp, port=to_dcmqrscp.port)
+        far_orthanc = replace(orthanc_pacs, port=to_orthanc.port)
+        with run_gateway(folder / "gateway", {
+            "dcmqrscp": (far_dcmqrscp, "c-move"),
+            "dcmqrscp-get": (far_dcmqrscp, "c-get"),
+            "orthanc": (far_orthanc, "c-get"),
+            "orthanc-move": (far_orthanc, "c-move"),
+        }, store_port, ae_title=LINK_GATEWAY_AE_TITLE) as gateway:
+            yield Link(gateway, far_dcmqrscp, far_orthanc, folder / "getscu",
+                       folder / "storescp")
+
+
+@pytest.mark.pacs
+def test_study_retrieve_link(link: Link, corpus: Corpus) -> None:
+    uid = corpus.study("big_ct").study_uid
+    runs: dict[str, dict[str, TransferStats]] = {}
+    for group, pacs, get_node, move_node in (("dcmqrscp", link.dcmqrscp, "dcmqrscp-get",
+                                               "dcmqrscp"),
+                                              ("Orthanc", link.orthanc, "orthanc",
+                                               "orthanc-move")):
+        runs[group] = {
+            "gateway, C-GET": transfer_stats(_cold(link.gateway, get_node, uid), RUNS),
+            "getscu": transfer_stats(_getscu(pacs, uid, link.getscu_folder), RUNS),
+            "gateway, C-MOVE": transfer_stats(_cold(link.gateway, move_node, uid), RUNS),
+            "movescu -> storescp": transfer_stats(
+                _movescu(pacs, uid, link.storescp_folder, LINK_STORESCP_AE_TITLE), RUNS),
+        }
+
+    # One comparison per gateway path and its DCMTK counterpart: the ratio is
+    # gateway / getscu for C-GET and gateway / movescu -> storescp for C-MOVE.
+    comparisons: list[Comparison] = []
+    for group, rows in runs.items():
+        for method, reference in (("C-GET", "getscu"), ("C-MOVE", "movescu -> storescp")):
+            label = f"gateway, {method}"
+            key = f"retrieve_link.{group.lower()}.{method.lower()}"
+            where = f"over the link, from {group}, {method}"
+            pair = {label: rows[label], reference: rows[reference]}
+            comparisons += [
+                comparison(f"{key}.time", f"{where}: time for the study", "s",
+                           {name: row["total_s"] for name, row in pair.items()},
+                           reference=reference),
+                comparison(f"{key}.first", f"{where}: time to the first instance", "s",
+                           {name: row["first_s"] for name, row in pair.items()},
+                           reference=reference),
+            ]
+    size_mb = runs["dcmqrscp"]["getscu"]["bytes"] / 1e6
+    save("retrieve_link", f"Study retrieve over a simulated {LINK_DELAY_MS} ms link: "
+         f"{STUDY_INSTANCES}-instance 512x512 CT, {size_mb:.1f} MB, cold", comparisons,
+         notes=[f"Median (min-max) of {RUNS} runs after one warm-up.",
+                f"A TCP proxy (tests/link_proxy.py) delays every chunk by {LINK_DELAY_MS} ms "
+                "in each direction, pipelined, with no rate cap; a new connection costs one "
+                "round trip more, as a TCP handshake does. It sits in front of the PACS's "
+                "DIMSE port for every client, and in front of the gateway's or storescp's "
+                "storage port for the C-MOVE back-channel.",
+                "Each gateway path is compared with the DCMTK tool doing the same: C-GET "
+                "with getscu, C-MOVE with movescu -> storescp. Cold runs purge the "
+                "gateway's cache first.",
+                "The proxy runs in a thread of the benchmark's process (the HTTP client's "
+                "too); the gateway runs in its own."],
          raw=runs)
