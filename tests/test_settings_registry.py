@@ -58,6 +58,10 @@ BAD_VALUES: dict[str, tuple[str | None, str | None]] = {
     "idle_timeout": ("soon", "0"),
     "total_timeout": ("-5", '"long"'),
     "compressed": ("maybe", '"maybe"'),
+    "retrieve_associations": ("0", '"many"'),
+    "prefetch": ("maybe", '"maybe"'),
+    "prefetch_studies": ("0", "-1"),
+    "prefetch_idle": ("0", '"soon"'),
     "config_file": (None, None),  # any path; a missing file has its own message
     "default_pacs": (None, '"bad name"'),
     "store_port": ("0", "true"),

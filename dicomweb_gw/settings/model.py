@@ -66,6 +66,15 @@ class PacsNode:
     #: False offers the PACS only uncompressed transfer syntaxes, for a PACS that
     #: fails to send what it stores compressed.
     compressed: bool = True
+    #: Associations one study or series retrieve is split across (1: one request).
+    retrieve_associations: int = 4
+    #: A viewer's first series request for a cold study starts the whole study's
+    #: retrieve in the background, which answers the next series requests.
+    prefetch: bool = True
+    #: Studies prefetched at once for this node; interactive retrieves come first.
+    prefetch_studies: int = 2
+    #: Seconds without any request for a prefetched study before its retrieve is dropped.
+    prefetch_idle: float = 30.0
 
     @property
     def dimse_idle_timeout(self) -> float:

@@ -120,6 +120,20 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             "`false` offers the PACS only uncompressed transfer syntaxes (for a PACS that "
             "fails to send what it stores compressed); the gateway compresses when asked",
             env="DICOMWEB_GW_PACS_COMPRESSED", toml="compressed"),
+    Setting("retrieve_associations", parsers.positive_int, "4",
+            "associations one study or series retrieve is split across (an IMAGE-level "
+            "C-FIND, then UID lists); capped by `max_associations`; `1`: one request",
+            env="DICOMWEB_GW_PACS_RETRIEVE_ASSOCIATIONS", toml="retrieve_associations"),
+    Setting("prefetch", parsers.boolean, "true",
+            "a viewer's first series request for a cold study starts the whole study's "
+            "retrieve in the background, which answers its next series requests",
+            env="DICOMWEB_GW_PACS_PREFETCH", toml="prefetch"),
+    Setting("prefetch_studies", parsers.positive_int, "2",
+            "studies prefetched at once for this PACS (interactive retrieves come first)",
+            env="DICOMWEB_GW_PACS_PREFETCH_STUDIES", toml="prefetch_studies"),
+    Setting("prefetch_idle", parsers.seconds, "30",
+            "seconds without a request for a prefetched study before its retrieve is dropped",
+            env="DICOMWEB_GW_PACS_PREFETCH_IDLE", toml="prefetch_idle"),
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
