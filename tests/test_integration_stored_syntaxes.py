@@ -140,12 +140,12 @@ def test_stored_syntaxes_that_do_not_fit_one_association_are_fetched_over_two(
         monkeypatch.setattr(holdings, "series_holdings",
                             lambda _finder, _keys, series_uid: reported[series_uid])
         fetched: list[RetrieveKeys] = []
-        get = client._retriever._get
+        get_one = client._retriever._get_one
 
         def spy(assoc: object, keys: RetrieveKeys, sink: object) -> None:
             fetched.append(keys)
-            get(assoc, keys, sink)  # type: ignore[arg-type]
+            get_one(assoc, keys, sink)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(client._retriever, "_get", spy)
+        monkeypatch.setattr(client._retriever, "_get_one", spy)
         _assert_as_stored(_parts(_get_as_stored(gateway, None, study)), study)
     assert fetched == [RetrieveKeys(study.study_uid, first), RetrieveKeys(study.study_uid, second)]
