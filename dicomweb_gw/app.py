@@ -218,12 +218,17 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
     """Lazy about the store: it is opened at start-up, not when the app is built."""
     ttl = gateway.settings.cache_ttl
-    source = InstanceSource(lambda: gateway.store(node), ttl=ttl, cluster=gateway.cluster)
+
+    def prefetched(pacs: str, outcome: str) -> None:
+        gateway.metrics.prefetches.labels(pacs, outcome).inc()
+
+    source = InstanceSource(lambda: gateway.store(node), ttl=ttl, cluster=gateway.cluster,
+                            prefetch=True, on_prefetch=prefetched)
     pixels = PixelService(source)
     return Services(qido=qido, wado=WadoService(source),
                     metadata=MetadataService(source, ttl=ttl), pixels=pixels,
                     render=RenderService(pixels), stow=StowService(lambda: gateway.store(node)),
-                    upload_max_bytes=gateway.settings.upload_max_bytes)
+                    upload_max_bytes=gateway.settings.upload_max_bytes, prefetch=source.prefetch)
 
 
 def _audit_trail(gateway: Gateway, base: Mount) -> Middleware | None:

@@ -63,6 +63,10 @@ class GatewayMetrics:
         self.associations = Gauge(
             "dicomweb_gw_associations_open", "DIMSE associations open to each PACS",
             ["pacs"], registry=self.registry)
+        self.prefetches = Counter(
+            "dicomweb_gw_prefetches", "Study prefetches by PACS and outcome: started, completed, "
+            "failed, idle (dropped: nobody asked), preempted (gave way to a request), skipped "
+            "(prefetch_studies reached)", ["pacs", "outcome"], registry=self.registry)
 
         self.in_flight = Gauge(
             "dicomweb_gw_http_requests_in_flight",

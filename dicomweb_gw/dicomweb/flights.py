@@ -9,6 +9,12 @@ retrieve: nobody is left to want it. A cancelled flight leaves the table at
 once, before its task has unwound, so a request arriving meanwhile (a viewer
 asking again for what it just dropped) starts a live flight instead of
 joining a dying one.
+
+A flight can also be *held* by something that is not a request (``hold``,
+``leave``): a prefetch keeps its study's retrieve running while no request
+waits on it. And a flight that knows what it will bring (its ``manifest``, an
+IMAGE-level listing) ends each waiter as soon as everything under the waiter's
+series or instance has landed, not when the whole retrieve has.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class Flight:
     task: asyncio.Task[None] | None = None
     #: Its last waiter left and its task was cancelled: no longer joinable.
     abandoned: bool = False
+    #: What the retrieve will bring, when known: series UID -> SOP Instance UIDs.
+    manifest: dict[str, frozenset[str]] | None = None
 
     @property
     def joinable(self) -> bool:
@@ -78,6 +86,26 @@ class Flight:
     def covers(self, keys: RetrieveKeys) -> bool:
         """Will this flight bring every instance ``keys`` asks for?"""
         return self.keys.covers_keys(keys)
+
+    def expect(self, manifest: dict[str, frozenset[str]]) -> None:
+        """Learn what the retrieve will bring; waiters that have it all already end now."""
+        self.manifest = manifest
+        self._notify()
+
+    def brought_all(self, keys: RetrieveKeys, delivered: set[str]) -> bool:
+        """Has a waiter for ``keys`` been given everything this flight will bring it?
+
+        Only a flight with a manifest can tell before it ends. A series the
+        manifest does not list, or a study, waits for the end as before.
+        """
+        if self.manifest is None:
+            return False
+        if keys.instance_uid is not None:
+            return keys.instance_uid in delivered
+        listed = self.manifest.get(keys.series_uid or "")
+        if not listed:
+            return False
+        return listed <= delivered
 
     def _notify(self) -> None:
         self.changed.set()
@@ -97,21 +125,19 @@ class FlightTable:
         self, pacs: str, keys: RetrieveKeys, producer: Producer
     ) -> AsyncGenerator[Landed, None]:
         """Instances under ``keys``: from a covering flight, or a new one."""
-        flight = next((f for f in self.in_flight(pacs) if f.covers(keys)), None)
-        if flight is None:
-            flight = Flight(pacs=pacs, keys=keys)
-            self._flights[(pacs, keys)] = flight
-            self.started += 1
-            flight.task = asyncio.create_task(self._fly(flight, producer))
-        flight.waiters += 1
+        flight = self.hold(pacs, keys, producer)
         try:
             position = 0
+            delivered: set[str] = set()
             while True:
                 while position < len(flight.landed):
                     item = flight.landed[position]
                     position += 1
                     if keys.covers(item.study_uid, item.series_uid, item.sop_instance_uid):
+                        delivered.add(item.sop_instance_uid)
                         yield item
+                if flight.brought_all(keys, delivered):
+                    return
                 if flight.done:
                     if isinstance(flight.error, asyncio.CancelledError):
                         # Cancelled by something other than its waiters leaving (we
@@ -124,13 +150,29 @@ class FlightTable:
                     return
                 await flight.changed.wait()
         finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and flight.joinable and flight.task is not None:
-                # Nobody wants the rest: the retrieve gets C-CANCELled. Out of the
-                # table now, not when the task has unwound, so nobody joins it.
-                flight.abandoned = True
-                self._forget(flight)
-                flight.task.cancel()
+            self.leave(flight)
+
+    def hold(self, pacs: str, keys: RetrieveKeys, producer: Producer) -> Flight:
+        """The flight that covers ``keys`` (started now if none does), with one more waiter
+        until ``leave``: a request streaming it, or a prefetch keeping it running."""
+        flight = next((f for f in self.in_flight(pacs) if f.covers(keys)), None)
+        if flight is None:
+            flight = Flight(pacs=pacs, keys=keys)
+            self._flights[(pacs, keys)] = flight
+            self.started += 1
+            flight.task = asyncio.create_task(self._fly(flight, producer))
+        flight.waiters += 1
+        return flight
+
+    def leave(self, flight: Flight) -> None:
+        """One waiter fewer; the last one out cancels the retrieve."""
+        flight.waiters -= 1
+        if flight.waiters == 0 and flight.joinable and flight.task is not None:
+            # Nobody wants the rest: the retrieve gets C-CANCELled. Out of the
+            # table now, not when the task has unwound, so nobody joins it.
+            flight.abandoned = True
+            self._forget(flight)
+            flight.task.cancel()
 
     async def _fly(self, flight: Flight, producer: Producer) -> None:
         try:

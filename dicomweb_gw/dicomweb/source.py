@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
 from dicomweb_gw.dicomweb.flights import FlightCoordinator, FlightTable, Landed, Producer
+from dicomweb_gw.dicomweb.prefetch import Prefetcher
 from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import MemoryInstance, RetrievedInstance, RetrieveKeys, RetrieveReport
 from dicomweb_gw.pacs.protocol import PacsClient
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 class InstanceSource:
     def __init__(self, store: Callable[[], InstanceStore], *, ttl: float,
-                 cluster: FlightCoordinator | None = None) -> None:
+                 cluster: FlightCoordinator | None = None, prefetch: bool = False,
+                 on_prefetch: Callable[[str, str], None] | None = None) -> None:
         # A factory: the store is opened (and reopened after a restart of the
         # app's lifespan) by the composition root, not when services are built.
         self._open_store = store
@@ -38,12 +40,17 @@ class InstanceSource:
         self.flights = FlightTable()
         #: With several replicas: one retrieve per object cluster-wide, not per replica.
         self._cluster = cluster
+        #: Whole studies retrieved ahead of a viewer's series requests (each node's
+        #: ``prefetch`` setting still decides); None: never.
+        self.prefetch = (Prefetcher(self.flights, self.producer, store, ttl=ttl,
+                                    on_outcome=on_prefetch) if prefetch else None)
 
     @property
     def store(self) -> InstanceStore:
         return self._open_store()
 
-    async def instances(self, pacs: PacsClient, keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
+    async def instances(self, pacs: PacsClient, keys: RetrieveKeys, *,
+                        prefetch: bool = False) -> AsyncGenerator[Landed, None]:
         """Every instance under ``keys``, as soon as each is available.
 
         Only instances whose own Study and Series Instance UIDs are those
@@ -51,12 +58,44 @@ class InstanceSource:
         instance is checked in ``_cached``, a completeness record lists only
         instances filed under its keys, and the flight join checks every
         instance a retrieve (or another replica) brings.
+
+        ``prefetch``: a viewer is opening the study (a series' metadata), so a
+        miss retrieves the whole study in the background and waits on that.
         """
         cached = await self._cached(keys)
         if cached is not None:
             for instance in cached:
                 yield _landed(instance)
             return
+
+        prefetcher = self.prefetch
+        if prefetcher is not None:
+            # First what this request needs (other studies' idle prefetches give way),
+            # then perhaps a prefetch of its own study, which it then joins.
+            prefetcher.waiting(pacs.name, keys)
+            if prefetch:
+                await prefetcher.start(pacs, keys.study_uid, cold=True)
+        delivered = False
+        try:
+            async with aclosing(self.flights.join(pacs.name, keys,
+                                                  self.producer(pacs))) as landed:
+                async for item in landed:
+                    delivered = True
+                    yield item
+        except PacsFailure:
+            # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
+            # whether the object exists before calling it a PACS failure.
+            if not delivered and not await exists(pacs, keys):
+                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
+            raise
+        finally:
+            if prefetcher is not None:
+                prefetcher.seen(pacs.name, keys.study_uid)  # its idle time counts from now
+
+    def producer(self, pacs: PacsClient) -> Producer:
+        """A flight's retrieve from ``pacs``: each instance into the cache as it lands,
+        the keys recorded complete if the PACS says they are; with several replicas,
+        run once cluster-wide."""
 
         async def produce(flight_keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
             report = RetrieveReport()
@@ -68,22 +107,9 @@ class InstanceSource:
                     yield item
             await self._record_complete(flight_keys, report, landed)
 
-        producer: Producer = produce
         if self._cluster is not None:
-            producer = self._cluster.producer(pacs.name, produce, self._fetch)
-
-        delivered = False
-        try:
-            async with aclosing(self.flights.join(pacs.name, keys, producer)) as landed:
-                async for item in landed:
-                    delivered = True
-                    yield item
-        except PacsFailure:
-            # Orthanc answers a retrieve of an unknown UID with 0xC000: find out
-            # whether the object exists before calling it a PACS failure.
-            if not delivered and not await exists(pacs, keys):
-                raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'") from None
-            raise
+            return self._cluster.producer(pacs.name, produce, self._fetch)
+        return produce
 
     async def _record_complete(self, keys: RetrieveKeys, report: RetrieveReport,
                                landed: list[Landed]) -> None:

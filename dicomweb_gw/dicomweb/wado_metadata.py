@@ -69,7 +69,9 @@ class MetadataService:
         return b"[" + b",".join(b for b in bodies if b) + b"]"
 
     async def _landed(self, pacs: PacsClient, keys: RetrieveKeys) -> list[Landed]:
-        async with aclosing(self._source.instances(pacs, keys)) as landed:
+        # A series' metadata is how a viewer opens a study: a miss prefetches the study.
+        opening = keys.series_uid is not None and keys.instance_uid is None
+        async with aclosing(self._source.instances(pacs, keys, prefetch=opening)) as landed:
             items = [item async for item in landed]
         if not items:
             raise NotFound(f"{keys.describe()} not found on PACS '{pacs.name}'")

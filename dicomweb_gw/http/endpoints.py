@@ -18,6 +18,7 @@ from dicomweb_gw.dicomweb import dicomxml
 from dicomweb_gw.dicomweb.dicomjson import dumps
 from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
 from dicomweb_gw.dicomweb.pixels import PixelService
+from dicomweb_gw.dicomweb.prefetch import Prefetcher
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.query import parse_query
 from dicomweb_gw.dicomweb.rendered import THUMBNAIL_VIEWPORT, RenderService
@@ -63,6 +64,8 @@ class Services:
     stow: StowService
     #: Largest STOW-RS request body accepted (413 beyond).
     upload_max_bytes: int
+    #: Studies retrieved ahead of a viewer (None: never).
+    prefetch: Prefetcher | None = None
 
 
 class DicomWebApi:
@@ -78,6 +81,7 @@ class DicomWebApi:
         self._render = services.render
         self._stow = services.stow
         self._upload_max_bytes = services.upload_max_bytes
+        self._prefetch = services.prefetch
 
     # -- QIDO-RS ------------------------------------------------------------
     async def search_studies(self, request: Request) -> Response:
@@ -99,6 +103,10 @@ class DicomWebApi:
         no_cache = "no-cache" in request.headers.get("cache-control", "").lower()
         result = await self._qido.search(self.pacs, query,
                                          base_url=base_url(request, self.prefix), fresh=no_cache)
+        if level is QueryLevel.SERIES and _STUDY in pinned and result.items and (
+                self._prefetch is not None):
+            # A study's series list is what a viewer asks first when it opens the study.
+            self._prefetch.opened(self.pacs, pinned[_STUDY])
         headers = _warning_header(result.warnings, agent=_warn_agent(request))
         if wanted is not MetadataFormat.JSON:
             return await _xml_response(lambda: result.items, wanted, headers)
@@ -107,7 +115,7 @@ class DicomWebApi:
 
     # -- WADO-RS ------------------------------------------------------------
     async def retrieve(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         selection = negotiate_instances(_accept(request))
         parts = self._wado.retrieve(self.pacs, keys, selection)
         # Wait for the first instance before answering: until then a PACS error
@@ -126,7 +134,7 @@ class DicomWebApi:
                                  headers={"Content-Type": writer.content_type})
 
     async def metadata(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         wanted = negotiate_metadata(_accept(request), single=keys.instance_uid is not None)
         body = await self._metadata.metadata(self.pacs, keys)
         body = absolute_bulk_uris(body, base_url(request, self.prefix))
@@ -136,24 +144,31 @@ class DicomWebApi:
         return Response(body, media_type="application/dicom+json")
 
     async def frames(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         numbers = parse_frame_list(request.path_params["frames"])
         wanted = negotiate_pixels(_accept(request))
         parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
         return _parts_response(parts, wanted.multipart, base_url(request, self.prefix))
 
     async def rendered(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         params = parse_render_params(request.query_params, request.headers.get("accept"))
         image = await self._render.rendered(self.pacs, keys, _first_frame(request), params)
         return Response(image, media_type=params.media_type)
 
     async def thumbnail(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         params = parse_render_params(request.query_params, request.headers.get("accept"),
                                      default_viewport=THUMBNAIL_VIEWPORT)
         image = await self._render.thumbnail(self.pacs, keys, _first_frame(request), params)
         return Response(image, media_type=params.media_type)
+
+    def _keys(self, request: Request) -> RetrieveKeys:
+        """The UIDs in the path; a request for a study keeps its prefetch from going idle."""
+        keys = _retrieve_keys(request)
+        if self._prefetch is not None:
+            self._prefetch.seen(self.pacs.name, keys.study_uid)
+        return keys
 
     # -- STOW-RS ------------------------------------------------------------
     async def store(self, request: Request) -> Response:
@@ -169,7 +184,7 @@ class DicomWebApi:
                         headers=_warning_header(result.warnings))
 
     async def bulkdata(self, request: Request) -> Response:
-        keys = _retrieve_keys(request)
+        keys = self._keys(request)
         tag_path = tag_path_from_uri(request.path_params["tags"])
         wanted = negotiate_pixels(_accept(request))
         bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
