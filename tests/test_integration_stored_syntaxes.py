@@ -137,15 +137,16 @@ def test_stored_syntaxes_that_do_not_fit_one_association_are_fetched_over_two(
                 second: {SC_IMAGE: everything, MR_IMAGE: everything}}
     with strict_pacs_gateway(tmp_path, "c-get", study) as gateway:
         client: DimsePacsClient = gateway.app.state.gateway.clients["strict"]
-        monkeypatch.setattr(holdings, "series_holdings",
-                            lambda _finder, _keys, series_uid: reported[series_uid])
+        # What the C-FIND answers of each series say (the listing's or the look-up's).
+        monkeypatch.setattr(holdings, "answers_holdings",
+                            lambda answers: reported[str(answers[0].SeriesInstanceUID)])
         fetched: list[RetrieveKeys] = []
-        get_one = client._retriever._get_one
+        get_one = client._retriever.get_one
 
         def spy(assoc: object, keys: RetrieveKeys, sink: object) -> None:
             fetched.append(keys)
             get_one(assoc, keys, sink)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(client._retriever, "_get_one", spy)
+        monkeypatch.setattr(client._retriever, "get_one", spy)
         _assert_as_stored(_parts(_get_as_stored(gateway, None, study)), study)
     assert fetched == [RetrieveKeys(study.study_uid, first), RetrieveKeys(study.study_uid, second)]

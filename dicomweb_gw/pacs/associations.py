@@ -8,6 +8,12 @@ times them out, and the gateway never holds more than the PACS's limit
 (``limits.py``): an operation waits for room, closing idle ones first. A PACS
 that refuses one more association (transient A-ASSOCIATE-RJ) teaches the
 gateway its real limit.
+
+A *spare* association (the second and later parts of a retrieve split across
+several, ``parallel.py``) never waits: it is opened only if there is room now,
+and given up after a second refusal, so that a PACS allowing fewer
+associations than the fan-out shrinks it instead of failing the retrieve.
+``waiting`` tells the holders of spare ones that an operation waits for room.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dicomweb_gw.pacs.limits import AssociationLimit
 from dicomweb_gw.pacs.sockets import NODELAY_HANDLER
 from dicomweb_gw.settings import PacsNode
 
-__all__ = ["IDLE_SECONDS", "MAX_PDU", "Associations", "NoContextAccepted"]
+__all__ = ["IDLE_SECONDS", "MAX_PDU", "Associations", "NoContextAccepted", "NoRoom"]
 
 #: Our receive PDU size. Large PDUs cut per-PDU overhead on the receive path,
 #: which is where pynetdicom spends its time on a retrieve.
@@ -61,6 +67,10 @@ class NoContextAccepted(PacsMisconfigured):
         self.rejected = [str(cx.abstract_syntax) for cx in rejected]
 
 
+class NoRoom(PacsUnavailable):
+    """A spare association found the node's limit reached (nothing was asked of the PACS)."""
+
+
 class Associations:
     def __init__(self, node: PacsNode, *, ae_title: str,
                  metrics: GatewayMetrics | None = None) -> None:
@@ -80,6 +90,8 @@ class Associations:
         self._room = threading.Condition()
         self._idle: list[tuple[float, Association]] = []
         self._open = 0
+        self._pending = 0  # reserved, not yet established: not (yet) counted by the PACS
+        self._waiting = 0
         self._holding = threading.local()  # associations the current thread's operation holds
         # Shorter than the network timeout, so we release idle associations first.
         self._idle_seconds = min(IDLE_SECONDS, node.timeout / 2)
@@ -90,6 +102,11 @@ class Associations:
     def open(self) -> int:
         """Associations open now (pooled idle ones included)."""
         return self._open
+
+    @property
+    def waiting(self) -> int:
+        """Operations waiting for room under the limit now."""
+        return self._waiting
 
     def close_idle(self) -> None:
         with self._room:
@@ -103,13 +120,16 @@ class Associations:
         *,
         ext_neg: list[Any] | None = None,
         handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+        spare: bool = False,
     ) -> Association:
         """An association for the calling thread's operation, within the node's limit
-        (waiting for room if need be); give it back with ``close``."""
+        (waiting for room if need be); give it back with ``close``. A ``spare`` one
+        does not wait: ``NoRoom`` at the limit, ``PacsUnavailable`` after a second
+        transient refusal."""
         started = time.monotonic()
         refusals = 0
         while True:
-            self._reserve(started + _ROOM_WAIT_TIMEOUTS * self._timeout)
+            self._reserve(started + _ROOM_WAIT_TIMEOUTS * self._timeout, wait=not spare)
             attempt = time.monotonic()
             try:
                 assoc, rejection = self._request(requested, ext_neg, handlers)
@@ -118,6 +138,8 @@ class Associations:
                 raise
             if assoc.is_established:
                 _keep_stray_responses(assoc)
+                with self._room:
+                    self._pending -= 1
                 self._hold(+1)
                 return assoc
             self._unreserve()
@@ -125,10 +147,13 @@ class Associations:
                 raise self._not_established(assoc, rejection, attempt)
             refusals += 1
             with self._room:
-                open_now = self._open
+                # Established ones only: another thread's attempt in flight is not
+                # among those the PACS counted when it refused this one.
+                open_now = self._open - self._pending
             if refusals >= 2:  # not a close the PACS had yet to count: its limit
                 self.limit.refused_beyond(open_now)
-            gave_up = self._holds() and refusals >= 2  # waiting on ourselves: no end
+            # Waiting on ourselves has no end; a spare is not worth waiting for.
+            gave_up = (self._holds() or spare) and refusals >= 2
             if gave_up or time.monotonic() - started >= self._timeout:
                 raise PacsUnavailable(
                     self._node.name,
@@ -181,10 +206,11 @@ class Associations:
         return PacsUnavailable(self._node.name, f"cannot connect to {where}")
 
     # -- room under the limit -------------------------------------------------
-    def _reserve(self, deadline: float) -> None:
+    def _reserve(self, deadline: float, *, wait: bool = True) -> None:
         """Count one more association before opening it: close idle pooled ones to
-        make room, else wait for one of ours to end. An operation that already holds
-        one (a Patient ID look-up during a C-MOVE) does not wait for itself."""
+        make room, else wait for one of ours to end (``NoRoom`` at once if not
+        ``wait``). An operation that already holds one (a Patient ID look-up during
+        a C-MOVE) does not wait for itself."""
         victims: list[Association] = []
         try:
             with self._room:
@@ -195,14 +221,22 @@ class Associations:
                         continue
                     if self._holds():
                         break
+                    if not wait:
+                        raise NoRoom(self._node.name,
+                                     f"all {self.limit.value} associations to it are in use")
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise PacsUnavailable(
                             self._node.name,
                             f"all {self.limit.value} associations to it stayed busy "
                             f"(max_associations = {self._node.max_associations})")
-                    self._room.wait(min(remaining, 1.0))
+                    self._waiting += 1
+                    try:
+                        self._room.wait(min(remaining, 1.0))
+                    finally:
+                        self._waiting -= 1
                 self._open += 1
+                self._pending += 1
         finally:
             for assoc in victims:
                 _release(assoc)
@@ -210,6 +244,7 @@ class Associations:
     def _unreserve(self) -> None:
         with self._room:
             self._open -= 1
+            self._pending -= 1
             self._room.notify_all()
 
     def _discard(self, assoc: Association) -> None:

@@ -3,7 +3,8 @@
 Every operation runs in a worker thread of its own under the node's
 association limit (``workers.py``). This class puts together the modules that
 do the work, one job each: C-FIND and the query model (``find.py``), C-GET and
-C-MOVE (``retrieve.py``, planned from ``holdings.py``), C-STORE
+C-MOVE (``retrieve.py``, planned from ``holdings.py``; split across several
+associations by ``parallel.py``), C-STORE
 (``storescu.py``), and the ``PacsError`` a failed operation ends in
 (``failures.py``); C-ECHO is short enough to stay here.
 
@@ -44,6 +45,8 @@ from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Channel
 from dicomweb_gw.pacs.failures import Failures
 from dicomweb_gw.pacs.find import Finder
+from dicomweb_gw.pacs.listing import Lister
+from dicomweb_gw.pacs.parallel import ParallelRetriever
 from dicomweb_gw.pacs.protocol import StoreOutcome, StoreRequest
 from dicomweb_gw.pacs.retrieve import Retriever
 from dicomweb_gw.pacs.sink import InstanceSink
@@ -83,6 +86,9 @@ class DimsePacsClient:
         self._retriever = Retriever(
             node, ae_title=ae_title, associations=self._associations, finder=self._finder,
             failures=self._failures, message_id=self._message_ids.next, receiver=receiver)
+        self._parallel = ParallelRetriever(
+            node, self._retriever, Lister(self._finder), associations=self._associations,
+            failures=self._failures, receiver=receiver)
         if receiver is not None and not node.compressed:
             receiver.accept_only_uncompressed_from(node.ae_title)
         #: Learned: the PACS rejects Verification on a query association.
@@ -113,7 +119,7 @@ class DimsePacsClient:
         self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         def worker(channel: Channel[RetrievedInstance]) -> None:
-            self._retriever.retrieve(keys, InstanceSink(channel, report))
+            self._parallel.retrieve(keys, InstanceSink(channel, report))
 
         operation = "C-MOVE" if self._retriever.by_move else "C-GET"
         return self._workers.stream(worker, _RETRIEVE_QUEUE, operation,

@@ -8,6 +8,7 @@ here into one association or several.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -17,7 +18,7 @@ from dicomweb_gw.model import QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs import contexts
 from dicomweb_gw.pacs.find import Finder, identifier_for
 
-__all__ = ["discover_holdings", "series_holdings"]
+__all__ = ["answers_holdings", "discover_holdings", "series_holdings"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,14 @@ def series_holdings(finder: Finder, keys: RetrieveKeys, series_uid: str) -> cont
     query.SOPInstanceUID = keys.instance_uid or ""
     # PS3.4 C.6.1.1.5: the syntaxes the instance is available in (few PACS fill it).
     query.AvailableTransferSyntaxUID = ""
+    return answers_holdings(finder.collect(query, first_only=True))
+
+
+def answers_holdings(answers: Iterable[Dataset]) -> contexts.Holdings:
+    """The SOP classes IMAGE-level C-FIND answers name, with their stored syntaxes;
+    the common classes when none names one."""
     holdings: dict[str, set[str]] = {}
-    for answer in finder.collect(query, first_only=True):
+    for answer in answers:
         if answer.get("SOPClassUID"):
             holdings.setdefault(str(answer.SOPClassUID), set()).update(
                 _stored_syntaxes(answer))

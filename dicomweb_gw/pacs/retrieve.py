@@ -21,6 +21,10 @@ What a PACS turns out not to do is remembered per node and worked around:
   instance is cached, only those the request asked for are served (the flight
   checks each with ``RetrieveKeys.covers``).
 
+A retrieve split across several associations (``parallel.py``) sends its
+requests through ``get_one`` and ``move_one``, on associations opened with
+``open_get`` and ``open_move``, with identifiers of its own.
+
 Runs in a DIMSE worker thread (see ``workers.py``).
 """
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -50,7 +54,7 @@ from dicomweb_gw.pacs.status import PENDING, SUCCESS
 from dicomweb_gw.pacs.storescp import MoveReceiver
 from dicomweb_gw.settings import PacsNode
 
-__all__ = ["Retriever", "await_stragglers"]
+__all__ = ["IdentifierFor", "NoCGet", "OnFailure", "Retriever", "await_stragglers"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,10 @@ IDENTIFIER_MISMATCH = 0xA900
 Responses = Iterator[tuple[Dataset, Dataset | None]]
 #: Builds the error for a final failure status (code, the response's status data set).
 FailureFor = Callable[[int, Dataset], PacsError]
+#: The identifier of a request, for the query model the PACS accepted.
+IdentifierFor = Callable[[str], Dataset]
+#: Told the final failure status of a request before its error is raised.
+OnFailure = Callable[[int], None]
 
 
 class Retriever:
@@ -88,68 +96,89 @@ class Retriever:
         """Whether a retrieve goes by C-MOVE: configured, or the PACS has no C-GET."""
         return self._node.retrieve == "c-move" or self._no_c_get
 
-    def retrieve(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
-        """The worker of ``PacsClient.retrieve``."""
+    def refuses(self, level: QueryLevel) -> bool:
+        """Whether the PACS turned out to refuse retrieves at ``level``."""
+        with self._lock:
+            return level in self._refused_levels
+
+    def retrieve(self, keys: RetrieveKeys, sink: InstanceSink,
+                 holdings: Mapping[str, contexts.Holdings] | None = None) -> None:
+        """The worker of ``PacsClient.retrieve``: one request (or one per association
+        a C-GET needs). ``holdings``: what each series under ``keys`` holds, when the
+        caller asked already (a C-GET then asks no C-FIND for it)."""
         if self._node.retrieve == "c-move":
             self.move(keys, sink)
         elif self._no_c_get:
             self._move_instead(keys, sink, local_host=None)
         else:
-            self.get(keys, sink)
+            self.get(keys, sink, holdings)
 
     # -- C-GET ----------------------------------------------------------------
-    def get(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
+    def get(self, keys: RetrieveKeys, sink: InstanceSink,
+            holdings: Mapping[str, contexts.Holdings] | None = None) -> None:
         """C-GET over one association, or over several, series by series, when the
         stored syntaxes of the whole retrieve do not fit in one (``contexts.get_plans``);
         by C-MOVE if the PACS accepts no C-GET."""
+        def run(level_keys: RetrieveKeys, level_sink: InstanceSink) -> None:
+            self._get(level_keys, level_sink, holdings if level_keys == keys else None)
+
         try:
-            self._by_level(keys, sink, self._get, "C-GET")
-        except _NoCGet as refused:
+            self._by_level(keys, sink, run, "C-GET")
+        except NoCGet as refused:
             if sink.received:  # a later association of a split C-GET: cannot start over
                 raise self._failures.no_c_get(refused.local_host, "part of it was sent") from None
             self._move_instead(keys, sink, refused.local_host)
 
-    def _get(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
-        holdings = discover_holdings(self._finder, keys)
+    def _get(self, keys: RetrieveKeys, sink: InstanceSink,
+             holdings: Mapping[str, contexts.Holdings] | None) -> None:
+        if holdings is None:
+            holdings = discover_holdings(self._finder, keys)
         for plan in contexts.get_plans(holdings, compressed=self._node.compressed):
             parts = [RetrieveKeys(keys.study_uid, series_uid) for series_uid in plan.series_uids]
-            assoc = self._open_get(plan, sink)
+            assoc = self.open_get(plan, sink.on_store)
             try:
                 for part in parts or [keys]:
                     if sink.channel.cancelled:
                         return
-                    self._get_one(assoc, part, sink)
+                    self.get_one(assoc, part, sink)
             finally:
                 self._associations.close(assoc)
 
-    def _open_get(self, plan: contexts.GetPlan, sink: InstanceSink) -> Association:
-        """The association of one C-GET plan; ``_NoCGet`` if the PACS took no C-GET model."""
+    def open_get(self, plan: contexts.GetPlan, on_store: Callable[[Any], int], *,
+                 spare: bool = False) -> Association:
+        """The association of one C-GET plan, its C-STOREs handed to ``on_store``;
+        ``NoCGet`` if the PACS took no C-GET model (``spare``: see ``Associations``)."""
         try:
-            assoc = self._open(plan.contexts, ext_neg=plan.roles,
-                               handlers=[(evt.EVT_C_STORE, sink.on_store), FAST_POLL_HANDLER])
+            assoc = self._open(plan.contexts, ext_neg=plan.roles, spare=spare,
+                               handlers=[(evt.EVT_C_STORE, on_store), FAST_POLL_HANDLER])
         except NoContextAccepted as refused:
             if set(refused.rejected) & set(contexts.GET_MODELS):
-                raise _NoCGet(None) from None
+                raise NoCGet(None) from None
             raise
         accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
         if not accepted & set(contexts.GET_MODELS):
             local_host = _local_host(assoc)
             self._associations.close(assoc)
-            raise _NoCGet(local_host)
+            raise NoCGet(local_host)
         return assoc
 
-    def _get_one(self, assoc: Association, keys: RetrieveKeys, sink: InstanceSink) -> None:
-        model, identifier = self._request(assoc, contexts.GET_MODELS, keys, "C-GET")
+    def get_one(self, assoc: Association, keys: RetrieveKeys, sink: InstanceSink, *,
+                identifier: IdentifierFor | None = None,
+                on_failure: OnFailure | None = None) -> None:
+        """One C-GET on ``assoc``: of ``keys``, or with the ``identifier`` given."""
+        model, request = self._request(assoc, contexts.GET_MODELS, keys, "C-GET", identifier)
         msg_id = self._message_id()
         local_host = _local_host(assoc)
 
         def failure(code: int, status: Dataset) -> PacsError:
+            if on_failure is not None:
+                on_failure(code)
             return self._failures.for_status(
                 "C-GET", code, received=sink.received,
                 failed=status.get("NumberOfFailedSuboperations"), local_host=local_host)
 
         self._run(assoc, "C-GET", model, msg_id, keys, sink, failure,
-                  lambda: assoc.send_c_get(identifier, model, msg_id=msg_id))
+                  lambda: assoc.send_c_get(request, model, msg_id=msg_id))
 
     # -- C-MOVE ---------------------------------------------------------------
     def move(self, keys: RetrieveKeys, sink: InstanceSink) -> None:
@@ -161,29 +190,43 @@ class Retriever:
         if receiver is None:
             raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
         with receiver.expect(keys, sink, node=self._node.name) as msg_id:
-            assoc = self._open(contexts.move_contexts(), handlers=[FAST_POLL_HANDLER])
+            assoc = self.open_move()
             try:
                 if sink.channel.cancelled:  # the client left while we waited for room
                     return
-                model, identifier = self._request(assoc, contexts.MOVE_MODELS, keys, "C-MOVE")
-                local_host = _local_host(assoc)
-                connections = receiver.connections
-
-                def failure(code: int, status: Dataset) -> PacsError:
-                    # Whether the PACS connected back at all (unknowable with replicas:
-                    # its sub-association may have reached another one).
-                    reached = (None if receiver.routing is not None
-                               else receiver.connections > connections)
-                    return self._failures.move_failed(
-                        code, received=sink.received,
-                        failed=status.get("NumberOfFailedSuboperations"),
-                        local_host=local_host, reached=reached)
-
-                self._run(assoc, "C-MOVE", model, msg_id, keys, sink, failure,
-                          lambda: assoc.send_c_move(identifier, self._ae_title, model,
-                                                    msg_id=msg_id))
+                self.move_one(assoc, keys, sink, msg_id)
             finally:
                 self._associations.close(assoc)
+
+    def open_move(self, *, spare: bool = False) -> Association:
+        """A C-MOVE association (``spare``: see ``Associations``)."""
+        return self._open(contexts.move_contexts(), handlers=[FAST_POLL_HANDLER], spare=spare)
+
+    def move_one(self, assoc: Association, keys: RetrieveKeys, sink: InstanceSink, msg_id: int,
+                 *, identifier: IdentifierFor | None = None,
+                 on_failure: OnFailure | None = None) -> None:
+        """One C-MOVE on ``assoc``, registered with the storage SCP as ``msg_id``: of
+        ``keys``, or with the ``identifier`` given."""
+        receiver = self._receiver
+        if receiver is None:
+            raise PacsFailure(self._node.name, "C-MOVE needs the gateway's storage SCP")
+        model, request = self._request(assoc, contexts.MOVE_MODELS, keys, "C-MOVE", identifier)
+        local_host = _local_host(assoc)
+        connections = receiver.connections
+
+        def failure(code: int, status: Dataset) -> PacsError:
+            if on_failure is not None:
+                on_failure(code)
+            # Whether the PACS connected back at all (unknowable with replicas:
+            # its sub-association may have reached another one).
+            reached = (None if receiver.routing is not None
+                       else receiver.connections > connections)
+            return self._failures.move_failed(
+                code, received=sink.received, failed=status.get("NumberOfFailedSuboperations"),
+                local_host=local_host, reached=reached)
+
+        self._run(assoc, "C-MOVE", model, msg_id, keys, sink, failure,
+                  lambda: assoc.send_c_move(request, self._ae_title, model, msg_id=msg_id))
 
     def _move_instead(self, keys: RetrieveKeys, sink: InstanceSink,
                       local_host: str | None) -> None:
@@ -247,19 +290,26 @@ class Retriever:
                 level_keys = above
 
     def _request(
-        self, assoc: Association, models: tuple[str, str], keys: RetrieveKeys, operation: str
+        self, assoc: Association, models: tuple[str, str], keys: RetrieveKeys, operation: str,
+        identifier: IdentifierFor | None = None,
     ) -> tuple[str, Dataset]:
         """The query model the PACS accepted and the identifier to send with it."""
         model = query_model(self._node, assoc, models, operation)
-        identifier = identifier_for(keys)
+        if identifier is not None:
+            return model, identifier(model)
+        request = identifier_for(keys)
         if model == models[1]:  # Patient Root: the identifier needs the Patient ID
-            query = identifier_for(RetrieveKeys(keys.study_uid))
-            query.PatientID = ""
-            found = {str(ds.get("PatientID", "")) for ds in self._finder.collect(query)} - {""}
-            if not found:
-                raise NotFound(f"{keys.describe()} not found on PACS '{self._node.name}'")
-            identifier.PatientID = found.pop()
-        return model, identifier
+            request.PatientID = self.patient_id(keys)
+        return model, request
+
+    def patient_id(self, keys: RetrieveKeys) -> str:
+        """The Patient ID of the study ``keys`` name (a Patient Root retrieve needs it)."""
+        query = identifier_for(RetrieveKeys(keys.study_uid))
+        query.PatientID = ""
+        found = {str(ds.get("PatientID", "")) for ds in self._finder.collect(query)} - {""}
+        if not found:
+            raise NotFound(f"{keys.describe()} not found on PACS '{self._node.name}'")
+        return found.pop()
 
     def _run(
         self, assoc: Association, operation: str, model: str, msg_id: int, keys: RetrieveKeys,
@@ -323,7 +373,7 @@ def await_stragglers(node: PacsNode, operation: str, status: Dataset, sink: Inst
                       f"{sink.received} arrived (none for {idle:g} s: idle_timeout)")
 
 
-class _NoCGet(Exception):
+class NoCGet(Exception):
     """The PACS accepted no C-GET model on the association."""
 
     def __init__(self, local_host: str | None) -> None:
