@@ -48,8 +48,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 README = ROOT / "README.md"
 CHARTS = ROOT / "docs" / "charts"
 # The order of the results section; files not listed come after, alphabetically.
-ORDER = ["retrieve", "retrieve_link", "viewer", "render", "transcode", "stow", "qido",
-         "qido_mix", "memory", "soak", "cluster", "storm"]
+ORDER = ["retrieve", "retrieve_link", "viewer", "ohif", "ohif_traffic", "render", "transcode",
+         "stow", "qido", "qido_mix", "memory", "soak", "cluster", "storm"]
 GATEWAY, REFERENCE, OTHER = "#1f6fb4", "#8c8c8c", "#f0a04b"
 
 Result = dict[str, Any]
@@ -279,6 +279,18 @@ TARGETS = [
             ("viewer.metadata_600", "gateway (warm)")), 1, at_least=False),
     Target("Frames per second (warm)", ">= 1x Orthanc",
            (("viewer.frames", "gateway (warm)"),), 1, at_least=True),
+    # Issue #16: time to first image in the real OHIF (bench/test_bench_ohif.py), for
+    # the CT and the 7-series MR, both gateway paths, against OHIF on Orthanc's DICOMweb.
+    Target("OHIF time to first image, warm", "<= 0.9x OHIF on Orthanc",
+           tuple((f"ohif.{study}.warm.loopback", path) for study in ("big_ct", "mr_7series")
+                 for path in ("gateway, C-MOVE", "gateway, C-GET")), 0.9, at_least=False),
+    Target("OHIF time to first image, cold on loopback", "<= 1.1x OHIF on Orthanc",
+           tuple((f"ohif.{study}.cold.loopback", path) for study in ("big_ct", "mr_7series")
+                 for path in ("gateway, C-MOVE", "gateway, C-GET")), 1.1, at_least=False),
+    Target("OHIF time to first image, cold over the 10 ms link",
+           "<= 1.2x OHIF on Orthanc over the same link",
+           tuple((f"ohif.{study}.cold.link", path) for study in ("big_ct", "mr_7series")
+                 for path in ("gateway, C-MOVE", "gateway, C-GET")), 1.2, at_least=False),
     Target("QIDO latency, 1,000 studies", "<= 1.5x Orthanc's",
            tuple((f"qido_mix.{key}", "gateway -> Orthanc")
                  for key in ("patient_id", "patient_name", "study_date", "modality", "list")),
