@@ -49,7 +49,10 @@ def make_instances(tmp: Path, name: str, count: int, *, study_uid: str | None = 
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.SOPInstanceUID = uid.generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.PatientID = "STORESCU-TEST"
+        # Their own patient: some test files share a name with the session corpus
+        # (SC_rgb_jpeg_dcmtk is "Lestrade^G", as ct_small is), and these copies stay
+        # in the session's PACS for the tests that run after this module.
+        ds.PatientID, ds.PatientName = "STORESCU-TEST", "Storescu^Test"
         ds.InstanceNumber = index + 1
         if syntax is not None:
             ds.file_meta.TransferSyntaxUID = syntax
