@@ -44,9 +44,11 @@ class GatewayProcess:
 
 @contextmanager
 def run_gateway(folder: Path, nodes: Mapping[str, tuple[RunningPacs, str]], store_port: int,
-                *, cache_max_bytes: str = "10GB",
-                ae_title: str = GATEWAY_AE_TITLE) -> Iterator[GatewayProcess]:
-    """``dicomweb-gw serve`` as a separate process; ``nodes``: name -> (PACS, retrieve).
+                *, cache_max_bytes: str = "10GB", ae_title: str = GATEWAY_AE_TITLE,
+                node_settings: Mapping[str, Mapping[str, object]] | None = None,
+                ) -> Iterator[GatewayProcess]:
+    """``dicomweb-gw serve`` as a separate process; ``nodes``: name -> (PACS, retrieve),
+    ``node_settings``: name -> more of its ``[pacs.NAME]`` settings (numbers, strings).
 
     The first node is the default one. Its cache lives in ``folder/cache``.
     A second gateway needs its own ``ae_title`` when a PACS must C-MOVE to it
@@ -59,7 +61,7 @@ host = "{pacs.host}"
 port = {pacs.port}
 ae_title = "{pacs.ae_title}"
 retrieve = "{retrieve}"
-""" for name, (pacs, retrieve) in nodes.items())
+{_toml_lines((node_settings or {}).get(name, {}))}""" for name, (pacs, retrieve) in nodes.items())
     config = folder / "gateway.toml"
     config.write_text(f"""
 ae_title = "{ae_title}"
@@ -91,6 +93,10 @@ default_pacs = "{next(iter(nodes))}"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _toml_lines(settings: Mapping[str, object]) -> str:
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ About 1,950 uncompressed 512x512 CT instances (~1.0 GB; ``BENCH_MEMORY_MB``)
 go into a dcmqrscp of their own by storescu, in one association; one
 gateway process of its own (C-MOVE, a 4 GB cache) streams the study to a
 client that reads and discards it, first cold (from the PACS, written to the
-cache on the way), then warm (from the cache). psutil samples the gateway's
+cache on the way), then warm (from the cache), then cold again through a
+second node whose retrieves are split over 4 associations (as over a slow
+link; on loopback the gateway would retrieve in one request). psutil samples the gateway's
 resident memory, children included, every 50 ms. Only dcmqrscp: the
 question is the gateway's memory, not the PACS's. Everything (PACS
 storage, cache, generated files) is deleted afterwards.
@@ -36,6 +38,7 @@ from corpus import _testdata
 from pacs_fixtures import GATEWAY_AE_TITLE, RunningPacs, free_port
 
 TARGET_MB = int(os.environ.get("BENCH_MEMORY_MB", "1000"))
+SPLIT = {"retrieve_associations": 4, "max_associations": 5, "retrieve_split_above": 0}
 SIZE = 512
 MB = 1e6
 
@@ -88,8 +91,12 @@ def big_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigStudy]:
             shutil.rmtree(folder / "study")  # dcmqrscp has its own copy now
             stored = len([p for p in pacs.storage_dir.iterdir() if p.name != "index.dat"])
             assert stored == len(paths), f"dcmqrscp holds {stored} of {len(paths)} instances"
-            with run_gateway(folder / "gateway", {"dcmqrscp": (pacs, "c-move")}, store_port,
-                             cache_max_bytes="4GB") as gateway:
+            # "dcmqrscp-split": the same PACS, each retrieve split over 4 associations
+            # as over a slow link (on loopback the gateway would make it one request).
+            with run_gateway(folder / "gateway", {"dcmqrscp": (pacs, "c-move"),
+                                                  "dcmqrscp-split": (pacs, "c-move")},
+                             store_port, cache_max_bytes="4GB",
+                             node_settings={"dcmqrscp-split": SPLIT}) as gateway:
                 yield BigStudy(gateway, pacs, study_uid, len(paths), size, seconds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -105,10 +112,12 @@ def test_peak_rss_streaming_a_gigabyte(big_study: BigStudy) -> None:
               timeout=30).raise_for_status()
     baseline = idle_rss(gateway.pid)
     runs = {}
+    split_url = f"{gateway.dicomweb('dcmqrscp-split')}/studies/{uid}"
     for label, purge in (("cold", f"{gateway.url}/pacs/dcmqrscp/cache/studies/{uid}"),
-                         ("warm", None)):
+                         ("warm", None),
+                         ("cold, split", f"{gateway.url}/pacs/dcmqrscp-split/cache/studies/{uid}")):
         with PeakRss(gateway.pid) as sampler:
-            transfer = stream_get(url, purge=purge)
+            transfer = stream_get(split_url if label == "cold, split" else url, purge=purge)
         assert transfer.size >= big_study.size, f"{label}: {transfer.size} bytes"
         runs[label] = {"peak_mb": sampler.peak / MB, "seconds": transfer.total_s,
                        "first_part_s": transfer.first_s,
@@ -121,11 +130,13 @@ def test_peak_rss_streaming_a_gigabyte(big_study: BigStudy) -> None:
              comparison("memory.rss", "resident memory of the gateway process (RSS)", "MB", {
                  "idle, before": baseline / MB,
                  "peak, cold (C-MOVE from dcmqrscp)": runs["cold"]["peak_mb"],
+                 "peak, cold, 4 associations": runs["cold, split"]["peak_mb"],
                  "peak, warm (from the cache)": runs["warm"]["peak_mb"],
                  "idle, after": after / MB,
              }),
              comparison("memory.throughput", "streaming throughput while sampled", "MB/s", {
                  "cold (C-MOVE from dcmqrscp)": runs["cold"]["mb_per_s"],
+                 "cold, 4 associations": runs["cold, split"]["mb_per_s"],
                  "warm (from the cache)": runs["warm"]["mb_per_s"],
              }, better="higher"),
          ],

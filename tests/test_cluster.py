@@ -90,6 +90,8 @@ def test_thirty_clients_on_three_replicas_cause_one_c_get(
     study = corpus.study("big_ct" if backend == "folder" else "ct_small")
     with TcpProxy([(dcmqrscp_pacs.host, dcmqrscp_pacs.port)]) as proxy, running_replicas(
         3, tmp_path, {**_env(proxy.port, redis_server.url, shared_dir, "c-get"),
+                      # Split even on loopback, so the split retrieve is shared too.
+                      "DICOMWEB_GW_PACS_RETRIEVE_SPLIT_ABOVE": "0",
                       **(_s3_env(request, tmp_path.name) if backend == "s3" else {})}
     ) as replicas:
         results = _spread(replicas, study.study_uid)

@@ -31,6 +31,7 @@ import quirky_pacs
 from cluster_fixtures import RedisServer, running_replicas
 from corpus import Corpus, StudyInfo
 from dicomweb_gw.demo.dimse import CANCEL, PENDING
+from dicomweb_gw.pacs import parallel
 from gateway_fixtures import RunningGateway, make_settings, node_for, running_gateway
 from link_proxy import LinkProxy
 from multipart_helpers import parse_multipart
@@ -150,6 +151,14 @@ class _BentEvent:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._event, name)
+
+
+@pytest.fixture(autouse=True)
+def split_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split as over a slow link: these tests are about the split, on loopback, where
+    the gateway would otherwise retrieve in one request (``parallel_plan.link_bound``;
+    the choice itself: test_integration_split_choice.py)."""
+    monkeypatch.setattr(parallel, "link_bound", lambda set_up, split_above: True)
 
 
 @pytest.fixture
@@ -521,6 +530,7 @@ def test_a_split_c_move_landing_on_another_replica_reaches_the_owner(
                 "DICOMWEB_GW_PACS_AE_TITLE": DCMQRSCP_AE_TITLE,
                 "DICOMWEB_GW_RETRIEVE": "c-move",
                 "DICOMWEB_GW_PACS_RETRIEVE_ASSOCIATIONS": "2",
+                "DICOMWEB_GW_PACS_RETRIEVE_SPLIT_ABOVE": "0",  # loopback: split all the same
                 "DICOMWEB_GW_REDIS_URL": redis_server.url,
                 "DICOMWEB_GW_SHARED_STORE": f"file://{shared}"}) as replicas, \
             TcpProxy([("127.0.0.1", replicas[2].store_port)], port=service_port):

@@ -70,3 +70,39 @@ def test_responses_the_reactor_takes_are_handed_back() -> None:
     assoc._serve_request(request, 5)
     assert assoc.dimse.msg_queue.get_nowait() == (3, response)
     assert served == [request]
+
+
+def test_the_reactor_takes_only_requests_and_a_response_goes_back_first() -> None:
+    """A Pending C-FIND response the reactor took and put back behind the final one
+    ended a search a match short; the reactor now leaves responses where they are."""
+    class Dimse:
+        def __init__(self) -> None:
+            self.msg_queue: queue.Queue[Any] = queue.Queue()
+
+        def get_msg(self, block: bool = False) -> Any:
+            try:
+                return self.msg_queue.get(block=block, timeout=1)
+            except queue.Empty:
+                return None, None
+
+    class FakeAssociation:
+        def __init__(self) -> None:
+            self.dimse = Dimse()
+
+        def _serve_request(self, message: Any, context_id: int) -> None:
+            raise AssertionError("not reached in this test")
+
+    assoc = FakeAssociation()
+    _keep_stray_responses(assoc)  # type: ignore[arg-type]
+    pending, final = (SimpleNamespace(is_valid_request=False, name=name)
+                      for name in ("pending", "final"))
+    request = SimpleNamespace(is_valid_request=True)
+    for item in ((1, pending), (1, final)):
+        assoc.dimse.msg_queue.put(item)
+    assert assoc.dimse.get_msg(block=False) == (None, None)  # the reactor's look
+    assert assoc.dimse.get_msg(block=True) == (1, pending)  # the sender's read
+    # One taken anyway (an older pynetdicom path) goes back ahead of the final one.
+    assoc._serve_request(pending, 1)  # type: ignore[arg-type]
+    assert [assoc.dimse.get_msg(block=True)[1].name for _ in range(2)] == ["pending", "final"]
+    assoc.dimse.msg_queue.put((3, request))
+    assert assoc.dimse.get_msg(block=False) == (3, request)

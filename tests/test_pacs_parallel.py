@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -25,12 +26,14 @@ from dicomweb_gw.pacs.parallel_plan import (
     Unit,
     fan_out,
     in_order,
+    link_bound,
     plan_units,
     worth_splitting,
 )
+from dicomweb_gw.pacs.round_trips import KEPT, RoundTrips
 from dicomweb_gw.pacs.workers import MessageIds
 from dicomweb_gw.settings import PacsNode
-from pacs_fixtures import GATEWAY_AE_TITLE
+from pacs_fixtures import GATEWAY_AE_TITLE, free_port
 from quirky_pacs import Quirks, quirky_pacs
 from testdata import pydicom_file
 
@@ -237,3 +240,41 @@ def test_an_operation_waiting_for_room_is_seen(tmp_path: Path) -> None:
             associations.close(held)
             waiter.join(timeout=10)
         assert associations.waiting == 0
+
+
+@pytest.mark.parametrize(("round_trip", "split_above", "bound"), [
+    (0.0015, 0.005, False),  # loopback, measured against the quirky PACS
+    (0.021, 0.005, True),    # a 10 ms link each way
+    (0.005, 0.005, True),    # at the threshold
+    (None, 0.005, False),    # nothing measured: one request, as is safe
+    (None, 0.0, True),       # 0: always split
+    (0.0001, 0.0, True),
+])
+def test_a_retrieve_is_split_only_when_round_trips_bound_it(
+        round_trip: float | None, split_above: float, bound: bool) -> None:
+    assert link_bound(round_trip, split_above) is bound
+
+
+def test_the_best_of_the_last_round_trips_is_the_estimate() -> None:
+    times = RoundTrips()
+    assert times.best is None
+    for seconds in (0.05, 0.002, 0.04):  # one quick answer shows what the link can do
+        times.add(seconds)
+    assert times.best == 0.002
+    for _ in range(KEPT):  # ... until it is old news
+        times.add(0.03)
+    assert times.best == 0.03
+
+
+def test_every_release_is_timed_and_a_failed_association_is_not(tmp_path: Path) -> None:
+    _, paths = _study(tmp_path / "data", (1,))
+    with quirky_pacs(tmp_path, paths) as pacs:
+        node = PacsNode("q", "127.0.0.1", pacs.port, pacs.ae_title, timeout=10)
+        associations = Associations(node, ae_title=GATEWAY_AE_TITLE)
+        associations.measure()  # an association opened and released
+        first = associations.round_trips.best
+        assert first is not None
+        assert first > 0
+        nobody = Associations(replace(node, port=free_port()), ae_title=GATEWAY_AE_TITLE)
+        nobody.measure()  # no PACS there: nothing timed, and no error for the caller
+        assert nobody.round_trips.best is None

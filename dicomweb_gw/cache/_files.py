@@ -31,6 +31,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicomweb_gw.cache.protocol import InvalidInstance
+from dicomweb_gw.codecs.quick_header import scan_header
 from dicomweb_gw.model import RetrievedInstance
 
 __all__ = ["NO_SPACE", "TEMP_PREFIX", "Header", "Layout", "Scan", "header_of", "read_header",
@@ -136,6 +137,11 @@ def header_of(instance: RetrievedInstance) -> Header | None:
     syntax = UID(instance.transfer_syntax_uid)
     if not syntax.is_transfer_syntax or syntax.is_deflated:
         return None
+    if syntax.is_little_endian:  # without pydicom's cost, when it can (quick_header.py)
+        numbers = scan_header(instance.dataset, implicit_vr=syntax.is_implicit_VR)
+        if numbers is not None:
+            return Header(*numbers, instance.sop_instance_uid, instance.sop_class_uid,
+                          instance.transfer_syntax_uid)
     try:
         dataset = read_dataset(BytesIO(instance.dataset), syntax.is_implicit_VR,
                                syntax.is_little_endian,

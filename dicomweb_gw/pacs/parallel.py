@@ -61,7 +61,13 @@ from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.failures import Failures
 from dicomweb_gw.pacs.find import identifier_for
 from dicomweb_gw.pacs.listing import Lister
-from dicomweb_gw.pacs.parallel_plan import Unit, fan_out, plan_units, worth_splitting
+from dicomweb_gw.pacs.parallel_plan import (
+    Unit,
+    fan_out,
+    link_bound,
+    plan_units,
+    worth_splitting,
+)
 from dicomweb_gw.pacs.parallel_run import Outlet, Run, Stores
 from dicomweb_gw.pacs.retrieve import NoCGet, Retriever
 from dicomweb_gw.pacs.sink import InstanceSink
@@ -161,7 +167,25 @@ class ParallelRetriever:
         # their UIDs (MoveReceiver), and the parts of one study would all match.
         if self._retriever.by_move and (self._receiver is None or not self._node.move_originator):
             return 1
-        return fan_out(self._node.retrieve_associations, self._associations.limit.value)
+        parts = fan_out(self._node.retrieve_associations, self._associations.limit.value)
+        if parts > 1 and not self._link_bound():
+            return 1
+        return parts
+
+    def _link_bound(self) -> bool:
+        """Whether round trips, not the gateway's CPU, bound a retrieve from the node
+        (``parallel_plan.link_bound``). With none timed yet, one is now (an
+        association opened and released: once per node)."""
+        split_above = self._node.retrieve_split_above
+        times = self._associations.round_trips
+        if split_above > 0 and times.best is None:
+            self._associations.measure()
+        bound = link_bound(times.best, split_above)
+        if not bound:
+            log.debug("PACS '%s': round trip %.1f ms (under retrieve_split_above, %g s): one "
+                      "request, not split", self._node.name,
+                      (times.best or 0) * 1000, split_above)
+        return bound
 
     # -- the parts -------------------------------------------------------------
     def _run_parts(self, run: Run, plan: contexts.GetPlan | None, roles: list[_Role]) -> None:

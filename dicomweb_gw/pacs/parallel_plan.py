@@ -22,6 +22,12 @@ A series with few instances is not split (a request costs a round trip of its
 own); requests of a large series are capped at ``PER_REQUEST`` UIDs, so an
 association ends a request often enough to give way to an operation waiting
 for room, and the identifier stays small.
+
+Splitting pays only where round trips are the bound. On loopback or a fast LAN
+the gateway's CPU is (pynetdicom decodes every PDU in Python, under one GIL):
+four associations there were measured slower than one, and the listing C-FIND
+delays the first instance. ``link_bound`` decides from the round trip to the
+PACS (``round_trips.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["MIN_PER_REQUEST", "PER_REQUEST", "Listed", "Unit", "fan_out", "in_order",
-           "plan_units", "worth_splitting"]
+           "link_bound", "plan_units", "worth_splitting"]
 
 #: At most this many SOP Instance UIDs in one request.
 PER_REQUEST = 64
@@ -60,6 +66,15 @@ def fan_out(wanted: int, limit: int) -> int:
     """Associations for one retrieve: the node's ``retrieve_associations``, within its
     association limit (configured or learned)."""
     return max(1, min(wanted, limit))
+
+
+def link_bound(round_trip: float | None, split_above: float) -> bool:
+    """Whether round trips bound a retrieve from a node ``round_trip`` seconds away
+    (None: not measured), so that splitting it pays: at least ``split_above`` (the
+    node's ``retrieve_split_above``; 0: always)."""
+    if split_above <= 0:
+        return True
+    return round_trip is not None and round_trip >= split_above
 
 
 def worth_splitting(count: int, parts: int) -> bool:
