@@ -233,8 +233,9 @@ def test_jpeg_is_decompressed() -> None:
     # native (not encapsulated) pixel data of the right size
     assert len(ds.PixelData) == rows * columns * samples * ds.BitsAllocated // 8
     assert not ds.PixelData.startswith(b"\xfe\xff\x00\xe0")  # no Basic Offset Table item
-    # the decoded colours are now described correctly
-    assert ds.PhotometricInterpretation == "RGB"
+    # the decoded colours are described correctly: a YBR_FULL JPEG decodes to
+    # YBR_FULL samples, as the frames resource sends them (codecs/photometric.py)
+    assert ds.PhotometricInterpretation == "YBR_FULL"
 
     pixels = read_part10(result).pixel_array
     assert pixels.shape == (100, 100, 3)

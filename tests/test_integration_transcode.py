@@ -145,7 +145,8 @@ def test_colour_instance_as_rle_has_a_consistent_pixel_module(gateway: RunningGa
     (part,) = parse_multipart(response.headers["content-type"], response.content)
     received = part.dataset()
     assert received.file_meta.TransferSyntaxUID == uid.RLELossless
-    assert (received.PhotometricInterpretation, received.PlanarConfiguration) == ("RGB", 1)
+    # A YBR_FULL JPEG decodes to YBR_FULL samples, as its metadata says (photometric.py).
+    assert (received.PhotometricInterpretation, received.PlanarConfiguration) == ("YBR_FULL", 1)
     assert np.array_equal(received.pixel_array, pydicom.dcmread(instance.path).pixel_array)
 
 

@@ -31,6 +31,7 @@ from dicomweb_gw.codecs.bulkdata import (
     read_at,
 )
 from dicomweb_gw.codecs.mediatypes import NATIVE_FRAME_SYNTAX, is_native_syntax
+from dicomweb_gw.codecs.photometric import decoded_photometric, native_photometric
 from dicomweb_gw.errors import NotAcceptable, NotFound
 
 __all__ = [
@@ -83,6 +84,12 @@ class FrameReader:
             dataset = dcmread(self.path)
         tag, raw = _pixel_element(dataset)
         self.info = frame_info(dataset, syntax)
+        if is_native_syntax(syntax) and raw.length != UNDEFINED_LENGTH:
+            # A YBR_FULL_422 label over full-size (RGB) samples: see photometric.py.
+            info = self.info
+            self.info = replace(info, photometric_interpretation=native_photometric(
+                info.photometric_interpretation, info.samples_per_pixel, info.bits_allocated,
+                info.rows * info.columns, info.number_of_frames, raw.length))
         self._syntax = syntax
         self._big_endian = not syntax.is_little_endian
         self._vr = str(raw.VR or "OW")
@@ -135,11 +142,12 @@ class FrameReader:
         return self._decode(number, frame)
 
     def native_info(self) -> FrameInfo:
-        """The layout native() returns: colour decoded from a compressed syntax is RGB."""
+        """The layout native() returns: the stored colour space, except those only a
+        codestream has (YBR_FULL_422 JPEG, YBR_RCT/ICT J2K, ...), which decode to RGB."""
         info = replace(self.info, transfer_syntax_uid=NATIVE_FRAME_SYNTAX)
-        if not is_native_syntax(self._syntax) and info.samples_per_pixel == 3:
-            # Codecs hand back RGB (YBR_FULL_422 JPEG, YBR_RCT/ICT J2K, ...).
-            info = replace(info, photometric_interpretation="RGB")
+        if not is_native_syntax(self._syntax):
+            info = replace(info, photometric_interpretation=decoded_photometric(
+                info.photometric_interpretation, info.samples_per_pixel))
         return info
 
     # -- native pixel data --------------------------------------------------
@@ -212,19 +220,21 @@ class FrameReader:
         if not decoder.is_available:
             missing = ", ".join(decoder.missing_dependencies)
             raise FrameDecodeError(f"no installed codec decodes {self._syntax.name} ({missing})")
+        target = self.native_info()
+        # as_rgb only where the stored colour space has no decoded form: a
+        # YBR_FULL frame stays YBR_FULL, as the metadata says (photometric.py).
+        options = {**self._decode_options, "as_rgb": target.photometric_interpretation == "RGB"}
         try:
-            array, properties = decoder.as_array(
-                encapsulate([frame]), index=0, **self._decode_options
-            )
+            array, properties = decoder.as_array(encapsulate([frame]), index=0, **options)
         except Exception as exc:
             raise FrameDecodeError(
                 f"frame {number} ({self._syntax.name}) could not be decoded: {exc}"
             ) from exc
-        target = self.native_info()
         decoded_as = str(properties.get("photometric_interpretation", ""))
-        if target.samples_per_pixel == 3 and decoded_as != "RGB":
-            if decoded_as not in ("YBR_FULL", "YBR_FULL_422"):
-                raise FrameDecodeError(f"frame {number} decoded to {decoded_as}, not RGB")
+        wanted = target.photometric_interpretation
+        if target.samples_per_pixel == 3 and decoded_as != wanted:
+            if wanted != "RGB" or decoded_as not in ("YBR_FULL", "YBR_FULL_422"):
+                raise FrameDecodeError(f"frame {number} decoded to {decoded_as}, not {wanted}")
             array = convert_color_space(array, decoded_as, "RGB")
         # Some codecs return 8-bit samples for BitsAllocated 16 (precision <= 8):
         # widen so the frame has the layout an uncompressed one would.

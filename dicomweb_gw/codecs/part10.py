@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite, write_file_meta_info
 
 from dicomweb_gw import __version__
+from dicomweb_gw.codecs import quick_header
+from dicomweb_gw.codecs.photometric import correct_native_label, decoded_photometric
 from dicomweb_gw.model import RetrievedInstance
 
 __all__ = [
@@ -33,6 +35,11 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 def part10_chunks(instance: RetrievedInstance) -> tuple[bytes, bytes]:
     """(preamble + File Meta Information, data set): two chunks, so the data set is not copied."""
+    quick = quick_header.file_meta(instance.sop_class_uid, instance.sop_instance_uid,
+                                   instance.transfer_syntax_uid, IMPLEMENTATION_CLASS_UID,
+                                   IMPLEMENTATION_VERSION_NAME)
+    if quick is not None:  # the same bytes, without pydicom's cost (quick_header.py)
+        return _PREAMBLE + quick, instance.dataset
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = uid.UID(instance.sop_class_uid)
     meta.MediaStorageSOPInstanceUID = uid.UID(instance.sop_instance_uid)
@@ -56,9 +63,17 @@ def to_explicit_little_endian(instance: RetrievedInstance) -> RetrievedInstance:
     source = dataset.file_meta.TransferSyntaxUID
     if source.is_compressed:
         # pydicom would otherwise mint a new SOP Instance UID for the decompressed copy.
-        dataset.decompress(generate_instance_uid=False)
-    elif not source.is_little_endian:
-        _swap_pixel_data(dataset)
+        # Colour as the frames resource decodes it (photometric.py): YBR_FULL stays
+        # YBR_FULL, YBR_FULL_422/RCT/ICT become RGB; pydicom rewrites the pixel
+        # module (Photometric Interpretation, Planar Configuration) to match.
+        samples = int(dataset.get("SamplesPerPixel") or 1)
+        stored = str(dataset.get("PhotometricInterpretation") or "")
+        dataset.decompress(generate_instance_uid=False,
+                           as_rgb=decoded_photometric(stored, samples) == "RGB")
+    else:
+        if not source.is_little_endian:
+            _swap_pixel_data(dataset)
+        correct_native_label(dataset)  # YBR_FULL_422 over RGB samples: photometric.py
     dataset.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
     output = BytesIO()
     dcmwrite(output, dataset, enforce_file_format=True)
