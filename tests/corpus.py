@@ -21,6 +21,10 @@ label                  content                          transfer syntax
 ``jpeg_lossless``      2 SC, 1 series each              JPEG Lossless .70 / .57
                                                         (Orthanc)
 ``htj2k``              1 MR                             HTJ2K Lossless (Orthanc)
+``video``              H.264, HEVC, MPEG-2 video        MPEG-4, HEVC, MPEG-2
+                                                        (Orthanc)
+``documents``          PDF, CDA, Comprehensive SR       Explicit VR LE
+``seg_ct``             3 CT 125x125, SEG, RTSTRUCT      Explicit VR LE
 =====================  ===============================  =========================
 
 (and more below: see ``build_corpus``). The .57 and HTJ2K instances are
@@ -49,6 +53,8 @@ from pydicom.uid import (
     JPEGLossless,
     generate_uid,
 )
+
+import media_corpus
 
 BIG_CT_SLICES = 100
 BIG_CT_SIZE = 512
@@ -515,7 +521,49 @@ def build_corpus(root: Path) -> Corpus:
         _relabelled("MR_small_jp2klossless.dcm", HTJ2KLossless)]))
     studies.append(htj2k.finish())
 
+    studies += _media_studies(root)
     return Corpus(root=root, studies=studies)
+
+
+def _media_studies(root: Path) -> list[StudyInfo]:
+    """Video, documents, SR, SEG and RTSTRUCT (issue #18, part 4; see media_corpus.py)."""
+    # Video: compressed transfer syntaxes, so Orthanc only.
+    video = _StudyWriter(
+        root,
+        _StudySpec("video", "Lumen^Vera", "GW-VIDEO", "20140707", "ACC-VIDEO",
+                   "Endoscopy video"),
+    )
+    for name, description in (("avc", "H.264 MP4"), ("hevc", "HEVC MP4"),
+                              ("mpeg2", "MPEG-2")):
+        video.add_series("ES", description, iter([media_corpus.video(name)]))
+    studies = [video.finish()]
+
+    # Uncompressed: both PACS.
+    documents = _StudyWriter(
+        root,
+        _StudySpec("documents", "Paper^Penny", "GW-DOCS", "20130808", "ACC-DOCS",
+                   "Reports"),
+    )
+    documents.add_series("DOC", "PDF report", iter([media_corpus.encapsulated_pdf()]))
+    documents.add_series("DOC", "CDA report", iter([media_corpus.encapsulated_cda()]))
+    documents.add_series("SR", "Comprehensive SR", iter([media_corpus.comprehensive_sr()]))
+    studies.append(documents.finish())
+
+    seg = _StudyWriter(
+        root,
+        _StudySpec("seg_ct", "Mask^Segment", "GW-SEGCT", "20120909", "ACC-SEGCT",
+                   "CT with segmentation"),
+    )
+    ct = seg.add_series("CT", "CT 125x125", media_corpus.cropped_ct(_testdata("CT_small.dcm")))
+    written = [pydicom.dcmread(inst.path) for inst in ct.instances]
+    # The SEG and RTSTRUCT refer to these UIDs: the writer must keep them as they are.
+    kept = [seg.study_uid, ct.series_uid, *(inst.sop_instance_uid for inst in ct.instances)]
+    seg.uid_map.update({uid: uid for uid in kept})
+    seg.add_series("SEG", "Segmentation", iter([media_corpus.binary_seg(written, ct.series_uid)]))
+    seg.add_series("RTSTRUCT", "Structure set", iter([
+        media_corpus.rt_structure_set(written, seg.study_uid, ct.series_uid)]))
+    studies.append(seg.finish())
+    return studies
 
 
 @pytest.fixture(scope="session")

@@ -311,7 +311,9 @@ def load_with_storescu(
         by_syntax.setdefault(inst.transfer_syntax_uid, []).append(inst)
     for syntax, group in sorted(by_syntax.items()):
         command = [
-            storescu, "-aet", FIXTURE_AE_TITLE, "-aec", pacs.ae_title,
+            # -R: propose the SOP classes of the files, not storescu's default list,
+            # which lacks some the corpus has (Encapsulated CDA).
+            storescu, "-aet", FIXTURE_AE_TITLE, "-aec", pacs.ae_title, "-R",
             _storescu_option(syntax), "-to", "10", "-ta", "10", "-td", "60",
             pacs.host, str(pacs.port), *[str(inst.path) for inst in group],
         ]

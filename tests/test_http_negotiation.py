@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicomweb_gw.dicomweb.selection import FrameOption
+from dicomweb_gw.dicomweb.selection import FrameOption, PixelChoice, choose_pixels
 from dicomweb_gw.errors import BadRequest, NotAcceptable
 from dicomweb_gw.http.negotiation import (
     negotiate_instances,
@@ -299,3 +299,45 @@ def test_pixels_multipart_of_any_type_is_octet_stream() -> None:
 def test_pixels_junk_type_is_skipped_not_a_bad_request() -> None:
     request = negotiate_pixels('multipart/related; type="x y", multipart/related; type=image/jls')
     assert request.options == (FrameOption("image/jls", None),)
+
+
+# -- HTJ2K (image/jphc, and image/jhc as cornerstone3D and OHIF ask) -----------------
+
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
+HTJ2K_LOSSY = "1.2.840.10008.1.2.4.203"
+JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+@pytest.mark.parametrize("media_type", ["image/jphc", "image/jhc"])
+def test_pixels_htj2k_single_part_is_encoded_from_any_decodable_syntax(media_type: str) -> None:
+    """cornerstone3D's progressive loading: ``accept=image/jhc`` and a bare body."""
+    request = negotiate_pixels(media_type)
+    assert not request.multipart
+    assert request.options == (FrameOption("image/jphc", None),)
+    for stored in (EXPLICIT_LE, JPEG2000_LOSSLESS):
+        stored_type = "application/octet-stream" if stored == EXPLICIT_LE else "image/jp2"
+        assert choose_pixels(request, stored, stored_type) == PixelChoice("encode",
+                                                                          HTJ2K_LOSSLESS)
+
+
+@pytest.mark.parametrize("syntax", [HTJ2K_LOSSLESS, HTJ2K_RPCL, HTJ2K_LOSSY])
+def test_pixels_htj2k_multipart_with_each_syntax(syntax: str) -> None:
+    """dicomweb-client (OHIF) writes ``type="image/jhc"`` with .201 and .202."""
+    request = negotiate_pixels(f'multipart/related; type="image/jhc"; transfer-syntax={syntax}')
+    assert request.multipart
+    assert choose_pixels(request, EXPLICIT_LE, "application/octet-stream") == PixelChoice(
+        "encode", syntax)
+
+
+def test_pixels_htj2k_stored_is_sent_as_stored() -> None:
+    request = negotiate_pixels("image/jphc")
+    assert choose_pixels(request, HTJ2K_RPCL, "image/jphc") == PixelChoice("stored", HTJ2K_RPCL)
+
+
+def test_instances_htj2k_is_encodable_not_provisional() -> None:
+    for syntax in (HTJ2K_LOSSLESS, HTJ2K_RPCL, HTJ2K_LOSSY):
+        selection = negotiate_instances(
+            f'multipart/related; type="application/dicom"; transfer-syntax={syntax}')
+        assert selection.transfer_syntax == syntax
+        assert not selection.provisional

@@ -30,6 +30,7 @@ __all__ = [
     "MalformedFile",
     "encapsulated_items",
     "frame_fragments",
+    "iter_pieces",
     "iter_range",
     "locate",
     "read_at",
@@ -211,6 +212,26 @@ def iter_range(
                 raise MalformedFile(f"{path.name} ends inside a value")
             position += len(chunk)
             yield chunk
+
+
+def iter_pieces(path: Path, pieces: Sequence[BulkLocation], start: int = 0,
+                end: int | None = None, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Bytes ``start`` to ``end`` (exclusive) of several values laid end to end, in chunks.
+
+    For a value stored in pieces: the fragments of a video stream, say.
+    """
+    if start < 0 or (end is not None and end < 0):
+        raise ValueError("byte positions must not be negative")
+    total = sum(piece.length for piece in pieces)
+    stop = total if end is None else min(end, total)
+    position = 0  # where the current piece starts in the joined value
+    for piece in pieces:
+        first, last = max(start, position), min(stop, position + piece.length)
+        if first < last:
+            yield from iter_range(path, piece, first - position, last - position, chunk_size)
+        position += piece.length
+        if position >= stop:
+            return
 
 
 def _split(tag_path: Sequence[int | str]) -> tuple[list[int], list[int]]:

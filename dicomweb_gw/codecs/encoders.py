@@ -1,9 +1,11 @@
-"""Encoding one native frame into another transfer syntax, losslessly.
+"""Encoding one native frame into another transfer syntax.
 
 The frame is the little endian pixel bytes FrameReader.native() returns; the
 encoders are pydicom's (its own RLE, pylibjpeg-rle, pylibjpeg-openjpeg and
-pyjpegls), asked for one frame at a time so a 500-frame instance never costs
-more than the frame a viewer asked for.
+pyjpegls) and imagecodecs' OpenJPH for HTJ2K (``codecs/htj2k.py``), asked for
+one frame at a time so a 500-frame instance never costs more than the frame a
+viewer asked for. Every target is lossless but HTJ2K (.203), which a client
+gets only by naming it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 
 from dicomweb_gw.codecs.frames import FrameInfo
+from dicomweb_gw.codecs.htj2k import HTJ2K_SYNTAXES, encode_htj2k
+from dicomweb_gw.codecs.htj2k import available as htj2k_available
 from dicomweb_gw.codecs.mediatypes import NATIVE_SYNTAXES, OCTET_STREAM
 from dicomweb_gw.errors import NotAcceptable
 
 __all__ = [
     "ENCODABLE",
+    "LOSSY_TARGETS",
     "SampleFormat",
     "TranscodeError",
     "can_decode",
@@ -31,15 +36,17 @@ __all__ = [
     "sample_format",
 ]
 
-#: Lossless targets and the media type a frame in each is sent as. Explicit VR
-#: Little Endian is the identity on native frames.
+#: Targets (all lossless but HTJ2K .203) and the media type a frame in each is
+#: sent as. Explicit VR Little Endian is the identity on native frames.
 _CANDIDATES: dict[str, str] = {
     uid.ExplicitVRLittleEndian: OCTET_STREAM,
     uid.RLELossless: "image/dicom-rle",
     uid.JPEGLSLossless: "image/jls",
     uid.JPEG2000Lossless: "image/jp2",
-    # HTJ2K is decoded (OpenJPEG 2.5) but no installed plugin encodes it.
+    # HTJ2K: encoded by imagecodecs (OpenJPH), not pydicom (codecs/htj2k.py).
     uid.HTJ2KLossless: "image/jphc",
+    uid.HTJ2KLosslessRPCL: "image/jphc",
+    uid.HTJ2K: "image/jphc",
 }
 
 
@@ -47,6 +54,10 @@ def _encodable() -> dict[str, str]:
     """The candidates whose encoder has an installed plugin (pyjpegls is optional)."""
     found: dict[str, str] = {uid.ExplicitVRLittleEndian: OCTET_STREAM}
     for syntax, media_type in _CANDIDATES.items():
+        if syntax in HTJ2K_SYNTAXES:
+            if htj2k_available():
+                found[syntax] = media_type
+            continue
         try:
             if get_encoder(syntax).is_available:
                 found[syntax] = media_type
@@ -56,6 +67,11 @@ def _encodable() -> dict[str, str]:
 
 
 ENCODABLE: dict[str, str] = _encodable()
+
+#: The encodable syntaxes whose frames do not decode back exactly: produced
+#: only for a client that names them, never as a fallback.
+LOSSY_TARGETS = frozenset({uid.HTJ2K})
+
 
 class TranscodeError(NotAcceptable):
     """Pixel data cannot be produced in the requested transfer syntax (406:
@@ -94,9 +110,10 @@ def encode_frame(native: bytes, info: FrameInfo, transfer_syntax_uid: str,
                  sample: SampleFormat | None = None) -> bytes:
     """One native frame (laid out as ``info`` says) encoded in ``transfer_syntax_uid``.
 
-    Lossless: decoding the result gives back exactly ``native``. ``sample``
-    defaults to unsigned samples using every allocated bit, which is exact
-    but loses the sign for JPEG 2000 (whose codestream records it).
+    Lossless (every target but HTJ2K .203): decoding the result gives back
+    exactly ``native``. ``sample`` defaults to unsigned samples using every
+    allocated bit, which is exact but loses the sign for JPEG 2000 (whose
+    codestream records it).
     """
     name = uid.UID(transfer_syntax_uid).name
     if transfer_syntax_uid == uid.ExplicitVRLittleEndian:
@@ -110,6 +127,8 @@ def encode_frame(native: bytes, info: FrameInfo, transfer_syntax_uid: str,
         raise TranscodeError(f"{info.bits_allocated}-bit pixels cannot be encoded as {name}")
     sample = sample or SampleFormat(info.bits_allocated, 0)
     array = _as_array(native, info, sample.pixel_representation)
+    if transfer_syntax_uid in HTJ2K_SYNTAXES:
+        return _encode_htj2k(array, transfer_syntax_uid)
     options: dict[str, Any] = {
         "rows": info.rows,
         "columns": info.columns,
@@ -130,6 +149,15 @@ def encode_frame(native: bytes, info: FrameInfo, transfer_syntax_uid: str,
         # ValueError: the pixel module is outside the syntax's profile
         # (PS3.5 8.2); RuntimeError: every plugin failed. pydicom's message
         # says which, worded for a DICOM reader.
+        reason = " ".join(str(exc).split())
+        raise TranscodeError(f"pixel data could not be encoded as {name}: {reason}") from exc
+
+
+def _encode_htj2k(array: np.ndarray[Any, Any], transfer_syntax_uid: str) -> bytes:
+    name = uid.UID(transfer_syntax_uid).name
+    try:
+        return encode_htj2k(array, transfer_syntax_uid)
+    except (ValueError, RuntimeError) as exc:  # Htj2kError is a RuntimeError
         reason = " ".join(str(exc).split())
         raise TranscodeError(f"pixel data could not be encoded as {name}: {reason}") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dicomweb_gw.errors import NotAcceptable
 
 __all__ = [
+    "MEDIA_TYPE_ALIASES",
     "NATIVE_FRAME_SYNTAX",
     "NATIVE_SYNTAXES",
     "frame_media_type",
@@ -61,6 +62,13 @@ _COMPRESSED: dict[str, str] = {
     "1.2.840.10008.1.2.4.112": "image/jxl",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
+
+
+#: Other names clients send for a standard frame media type, understood in
+#: Accept: the older RLE type, and image/jhc, which cornerstone3D and
+#: dicomweb-client (OHIF) ask HTJ2K frames with where PS3.18 Table 8.7.3-5
+#: says image/jphc. Frames are always labelled with the standard name.
+MEDIA_TYPE_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/jhc": "image/jphc"}
 
 
 def is_native_syntax(transfer_syntax_uid: str) -> bool:

@@ -1,8 +1,9 @@
 """Changing the transfer syntax of whole instances and of single frames.
 
-Only lossless targets are ever encoded (``ENCODABLE``); a lossy syntax is
-produced only by sending an instance already stored in it, as stored. The
-work is CPU-bound: callers run it in a worker thread under a codec limiter.
+Lossless targets are encoded (``ENCODABLE``), and HTJ2K (.203), the one lossy
+target, for a client that names it; any other lossy syntax is produced only by
+sending an instance already stored in it, as stored. The work is CPU-bound:
+callers run it in a worker thread under a codec limiter.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 from pydicom.valuerep import VR
 
 from dicomweb_gw.codecs.encoders import (
     ENCODABLE,
+    LOSSY_TARGETS,
     SampleFormat,
     TranscodeError,
     can_decode,
@@ -28,6 +31,7 @@ from dicomweb_gw.codecs.encoders import (
 )
 from dicomweb_gw.codecs.frames import frame_info
 from dicomweb_gw.codecs.part10 import part10_chunks, to_explicit_little_endian
+from dicomweb_gw.codecs.photometric import correct_native_label, encoded_photometric
 from dicomweb_gw.model import RetrievedInstance
 
 __all__ = [
@@ -96,11 +100,16 @@ def transcode_instance(instance: RetrievedInstance, transfer_syntax_uid: str
 
 def _encode_pixel_data(dataset: Dataset, transfer_syntax_uid: str) -> None:
     """Replace native Pixel Data by its frames encoded in ``transfer_syntax_uid``."""
+    correct_native_label(dataset)  # YBR_FULL_422 over RGB samples (photometric.py)
     info = frame_info(dataset, uid.UID(_EXPLICIT_LE))
     sample = SampleFormat(int(dataset.get("BitsStored") or info.bits_allocated),
                           int(dataset.get("PixelRepresentation") or 0))
     length = info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
     pixels: bytes = dataset.PixelData
+    if info.photometric_interpretation == "YBR_FULL_422":
+        # Checked before the length, which is not 3 samples a pixel for subsampled chroma.
+        raise TranscodeError(f"chroma-subsampled YBR_FULL_422 pixels cannot be encoded as "
+                             f"{uid.UID(transfer_syntax_uid).name}")
     if info.bits_allocated % 8 or len(pixels) < length * info.number_of_frames:
         raise TranscodeError(
             f"{info.bits_allocated}-bit pixel data of {len(pixels)} bytes cannot be split "
@@ -117,11 +126,35 @@ def _encode_pixel_data(dataset: Dataset, transfer_syntax_uid: str) -> None:
     element = dataset["PixelData"]
     element.VR = VR.OB
     element.is_undefined_length = True
+    if transfer_syntax_uid in LOSSY_TARGETS:
+        _record_lossy(dataset, length * info.number_of_frames, sum(map(len, frames)))
     if info.samples_per_pixel > 1:
         # encode_frame reads either layout; what the codestream decodes to is
         # fixed by the syntax: RLE segments are planes (PS3.5 G.2), JPEG-LS
         # and JPEG 2000 say interleaved (PS3.5 8.2.3, 8.2.4).
         dataset.PlanarConfiguration = 1 if transfer_syntax_uid == uid.RLELossless else 0
+        # A JPEG 2000 / HTJ2K encoder that applied its colour transform makes the
+        # instance YBR_RCT or YBR_ICT (PS3.5 8.2.4, 8.2.14).
+        dataset.PhotometricInterpretation = encoded_photometric(
+            transfer_syntax_uid, frames[0], info.photometric_interpretation)
+
+
+def _record_lossy(dataset: Dataset, native_bytes: int, encoded_bytes: int) -> None:
+    """PS3.3 C.7.6.1.1.5: an image that went through lossy compression says so,
+    with the ratio and method appended to any earlier ones."""
+    dataset.LossyImageCompression = "01"
+    ratios = _values(dataset, "LossyImageCompressionRatio")
+    methods = _values(dataset, "LossyImageCompressionMethod")
+    ratio = f"{native_bytes / max(encoded_bytes, 1):.4g}"[:16]
+    dataset.LossyImageCompressionRatio = [*ratios, ratio]
+    dataset.LossyImageCompressionMethod = [*methods, "ISO_15444_15"]
+
+
+def _values(dataset: Dataset, keyword: str) -> list[str]:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return []
+    return [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
 
 
 def _data_set_bytes(dataset: Dataset) -> bytes:

@@ -17,6 +17,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from dicomweb_gw.codecs.mediatypes import is_native_syntax
+from dicomweb_gw.codecs.photometric import native_photometric
+from dicomweb_gw.codecs.video import is_video_syntax
 from dicomweb_gw.dicomweb.dicomjson import to_dicom_json
 from dicomweb_gw.errors import BadRequest
 
@@ -27,6 +30,10 @@ BULK_THRESHOLD = 1024
 _BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data: always bulk, whatever their size.
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+#: Encapsulated Document (0042,0011) of an encapsulated PDF or CDA: bulk data whatever its
+#: size, as a viewer fetches the document from its BulkDataURI with its own media type
+#: (a one-page PDF can be under 1 KB).
+_ENCAPSULATED_DOCUMENT = 0x00420011
 
 TagPath = list[int | str]
 
@@ -41,13 +48,39 @@ def instance_metadata(path: Path, instance_path: str) -> dict[str, Any]:
     # Values over the threshold are skipped at parse time; those that turn out
     # not to be bulk (long text, sequences) are read back when converted.
     dataset = dcmread(path, defer_size=BULK_THRESHOLD)
+    _correct_photometric(dataset)
     bulk: list[tuple[TagPath, str]] = []
     _take_bulk(dataset, [], bulk)
+    stored = dataset.file_meta.get("TransferSyntaxUID")
+    if is_video_syntax(stored or "") and "AvailableTransferSyntaxUID" not in dataset:
+        # (0008,3002): a video's syntax, which only the File Meta left out here says.
+        # OHIF tells a video (MPEG-4, HEVC) from a multi-frame image by it.
+        dataset.AvailableTransferSyntaxUID = stored
     result = to_dicom_json(dataset)
     for tag_path, vr in bulk:
         uri = f"{instance_path}/bulkdata/{bulk_uri_path(tag_path)}"
         _insert(result, tag_path, {"vr": vr, "BulkDataURI": uri})
     return result
+
+
+def _correct_photometric(dataset: Dataset) -> None:
+    """Uncompressed YBR_FULL_422 over full-size samples is RGB, as the frames resource
+    and the renderer read it (dicomweb_gw/codecs/photometric.py); the pixel data's
+    length is read from the undecoded element, the value never."""
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    item = dataset.get_item(0x7FE00010, keep_deferred=True)
+    if item is None or not is_native_syntax(syntax) or "PhotometricInterpretation" not in dataset:
+        return
+    length = item.length if isinstance(item, RawDataElement) else len(item.value or b"")
+    try:
+        label = native_photometric(
+            str(dataset.PhotometricInterpretation), int(dataset.get("SamplesPerPixel") or 1),
+            int(dataset.BitsAllocated), int(dataset.Rows) * int(dataset.Columns),
+            int(dataset.get("NumberOfFrames") or 1),
+            None if length == 0xFFFFFFFF else length)
+    except (AttributeError, TypeError, ValueError):
+        return  # a malformed pixel module: reported by the frames, not here
+    dataset.PhotometricInterpretation = label
 
 
 def bulk_uri_path(tag_path: TagPath) -> str:
@@ -85,6 +118,8 @@ def _take_bulk(dataset: Dataset, prefix: TagPath, bulk: list[tuple[TagPath, str]
             continue
         try:
             vr = _bulk_vr(dataset, tag)
+            if vr is None and not prefix and tag == _ENCAPSULATED_DOCUMENT:
+                vr = str(dataset[tag].VR) if not dataset[tag].is_empty else None
             element = None if vr else dataset[tag]
         except Exception:
             # A value pydicom cannot convert: left for to_dicom_json, which

@@ -22,6 +22,7 @@ import anyio
 
 from dicomweb_gw.cache.protocol import CachedInstance
 from dicomweb_gw.codecs.bulkdata import BulkLocation, locate, read_range
+from dicomweb_gw.codecs.decoders import FAST_DECODERS, decode_fast
 from dicomweb_gw.codecs.frames import FrameReader
 from dicomweb_gw.codecs.mediatypes import (
     NATIVE_FRAME_SYNTAX,
@@ -120,12 +121,12 @@ class PixelService:
                  choice: PixelChoice) -> list[bytes]:
         """Frames decoded and, if asked, encoded: one frame at a time (worker thread)."""
         target = choice.transfer_syntax
-        sample = _sample_format(reader.path) if choice.action == "encode" else None
+        sample = _sample_format(reader.path)
         frames: list[bytes] = []
         for number in numbers:
             frame = self._converted.get(sop_instance_uid, number, target)
             if frame is None:
-                frame = reader.native(number)
+                frame = _native(reader, number, sample)
                 if choice.action == "encode":
                     frame = encode_frame(frame, reader.native_info(), target, sample)
                 self._converted.put(sop_instance_uid, number, target, frame)
@@ -203,6 +204,17 @@ def _parts(choice: PixelChoice, frames: list[bytes]) -> list[Part]:
     # Endian for native frames, or the syntax they were encoded in.
     content_type = part_content_type(choice.transfer_syntax)
     return [Part(content_type, (frame,)) for frame in frames]
+
+
+def _native(reader: FrameReader, number: int, sample: SampleFormat) -> bytes:
+    """Frame ``number`` decoded: by imagecodecs where it is the faster decoder
+    (codecs/decoders.py), else by the reader (pydicom's decoders)."""
+    stored_syntax = reader.info.transfer_syntax_uid
+    if stored_syntax in FAST_DECODERS:
+        fast = decode_fast(stored_syntax, reader.stored(number), reader.native_info(), sample)
+        if fast is not None:
+            return fast
+    return reader.native(number)
 
 
 def _stored(reader: FrameReader, numbers: Sequence[int]) -> list[bytes]:

@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from dicomweb_gw.dicomweb import dicomxml
 from dicomweb_gw.dicomweb.dicomjson import dumps
+from dicomweb_gw.dicomweb.media import bulk_media, instance_media
 from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.prefetch import Prefetcher
@@ -26,10 +27,17 @@ from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.dicomweb.wado import Part, WadoService, instance_path
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService, absolute_bulk_uris
-from dicomweb_gw.errors import GatewayError, NotFound
+from dicomweb_gw.errors import GatewayError, NotAcceptable, NotFound
 from dicomweb_gw.http.baseurl import base_url
 from dicomweb_gw.http.frame_list import parse_frame_list
+from dicomweb_gw.http.http_caching import (
+    HttpCaching,
+    http_cached,
+    http_cached_stream,
+    revalidated,
+)
 from dicomweb_gw.http.logfilter import StreamAborted
+from dicomweb_gw.http.media import media_response, negotiate_media
 from dicomweb_gw.http.multipart import MultipartWriter
 from dicomweb_gw.http.multipart_reader import check_stow_content_type, read_parts
 from dicomweb_gw.http.negotiation import (
@@ -39,7 +47,7 @@ from dicomweb_gw.http.negotiation import (
     negotiate_pixels,
     negotiate_search,
 )
-from dicomweb_gw.http.ranges import parse_range
+from dicomweb_gw.http.ranges import parse_range, ranged_response
 from dicomweb_gw.http.render_params import parse_render_params
 from dicomweb_gw.model import QueryLevel, RetrieveKeys
 from dicomweb_gw.pacs.protocol import PacsClient
@@ -66,6 +74,8 @@ class Services:
     upload_max_bytes: int
     #: Studies retrieved ahead of a viewer (None: never).
     prefetch: Prefetcher | None = None
+    #: ETags, Cache-Control and 304s (None: no caching headers at all).
+    http_caching: HttpCaching | None = None
 
 
 class DicomWebApi:
@@ -82,14 +92,18 @@ class DicomWebApi:
         self._stow = services.stow
         self._upload_max_bytes = services.upload_max_bytes
         self._prefetch = services.prefetch
+        self.http_caching = services.http_caching
 
     # -- QIDO-RS ------------------------------------------------------------
+    @revalidated
     async def search_studies(self, request: Request) -> Response:
         return await self._search(request, QueryLevel.STUDY)
 
+    @revalidated
     async def search_series(self, request: Request) -> Response:
         return await self._search(request, QueryLevel.SERIES)
 
+    @revalidated
     async def search_instances(self, request: Request) -> Response:
         return await self._search(request, QueryLevel.IMAGE)
 
@@ -114,6 +128,7 @@ class DicomWebApi:
                         headers=headers)
 
     # -- WADO-RS ------------------------------------------------------------
+    @http_cached_stream
     async def retrieve(self, request: Request) -> Response:
         keys = self._keys(request)
         selection = negotiate_instances(_accept(request))
@@ -133,6 +148,7 @@ class DicomWebApi:
                                  media_type=None,
                                  headers={"Content-Type": writer.content_type})
 
+    @http_cached
     async def metadata(self, request: Request) -> Response:
         keys = self._keys(request)
         wanted = negotiate_metadata(_accept(request), single=keys.instance_uid is not None)
@@ -143,19 +159,63 @@ class DicomWebApi:
             return await _xml_response(lambda: orjson.loads(body), wanted, {})
         return Response(body, media_type="application/dicom+json")
 
+    @http_cached
     async def frames(self, request: Request) -> Response:
         keys = self._keys(request)
         numbers = parse_frame_list(request.path_params["frames"])
-        wanted = negotiate_pixels(_accept(request))
-        parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
+        try:
+            wanted = negotiate_pixels(_accept(request))
+            parts = await self._pixels.frames(self.pacs, keys, numbers, wanted)
+        except NotAcceptable as refused:
+            # Frames of a video are not separable: the stream itself (see dicomweb.media).
+            # Looked for only now, so image frames pay nothing for it.
+            return await self._video_frames(request, keys, numbers, refused)
+        if not wanted.multipart and len(parts) == 1:
+            # One frame as a bare body: cornerstone3D's progressive loading asks
+            # for a prefix of it (Range), decodes a low resolution, then the rest.
+            # Converted frames are cached, and encoded the same way every time.
+            part = parts[0]
+            return ranged_response(b"".join(part.chunks), part.content_type,
+                                   request.headers.get("range"))
         return _parts_response(parts, wanted.multipart, base_url(request, self.prefix))
 
+    async def _video_frames(self, request: Request, keys: RetrieveKeys, numbers: list[int],
+                            refused: NotAcceptable) -> Response:
+        media = await instance_media(self._pixels, self.pacs, keys)
+        if media is None or not media.is_video:
+            raise refused
+        beyond = [n for n in numbers if n > media.number_of_frames]
+        if beyond:
+            raise NotFound(f"frame {beyond[0]} is past the {media.number_of_frames} frames "
+                           f"of the video {keys.instance_uid}")
+        form = negotiate_media(_accept(request), media, rendered=False)
+        assert form is not None  # negotiate_media raises for bulk data and frames
+        assert keys.series_uid is not None
+        assert keys.instance_uid is not None
+        location = (f"{base_url(request, self.prefix)}/"
+                    f"{instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)}"
+                    f"/frames/{request.path_params['frames']}")
+        return await media_response(media, form, rendered=False,
+                                    range_header=request.headers.get("range"),
+                                    location=location)
+
+    @http_cached
     async def rendered(self, request: Request) -> Response:
         keys = self._keys(request)
+        if keys.instance_uid is not None:
+            # A video or document renders as itself (PS3.18 8.7.4; see dicomweb.media).
+            media = await instance_media(self._pixels, self.pacs, keys)
+            form = None if media is None else negotiate_media(_accept(request), media,
+                                                                rendered=True)
+            if media is not None and form is not None:
+                return await media_response(media, form, rendered=True,
+                                            range_header=request.headers.get("range"),
+                                            location=str(request.url))
         params = parse_render_params(request.query_params, request.headers.get("accept"))
         image = await self._render.rendered(self.pacs, keys, _first_frame(request), params)
         return Response(image, media_type=params.media_type)
 
+    @http_cached
     async def thumbnail(self, request: Request) -> Response:
         keys = self._keys(request)
         params = parse_render_params(request.query_params, request.headers.get("accept"),
@@ -183,9 +243,22 @@ class DicomWebApi:
                         media_type="application/dicom+json",
                         headers=_warning_header(result.warnings))
 
+    @http_cached
     async def bulkdata(self, request: Request) -> Response:
         keys = self._keys(request)
         tag_path = tag_path_from_uri(request.path_params["tags"])
+        media = await bulk_media(self._pixels, self.pacs, keys, tag_path)
+        if media is not None:  # a video or a document: with its own media type
+            form = negotiate_media(_accept(request), media, rendered=False)
+            assert form is not None  # negotiate_media raises for bulk data
+            assert keys.series_uid is not None
+            assert keys.instance_uid is not None
+            location = (f"{base_url(request, self.prefix)}/"
+                        f"{instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)}"
+                        f"/bulkdata/{request.path_params['tags']}")
+            return await media_response(media, form, rendered=False,
+                                        range_header=request.headers.get("range"),
+                                        location=location)
         wanted = negotiate_pixels(_accept(request))
         bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
         if isinstance(bulk, list):  # compressed pixel data: its frames

@@ -12,6 +12,7 @@ from enum import Enum
 
 from pydicom import uid
 
+from dicomweb_gw.codecs.mediatypes import MEDIA_TYPE_ALIASES
 from dicomweb_gw.codecs.transcode import ENCODABLE
 from dicomweb_gw.dicomweb.selection import (
     FRAME_OFFER,
@@ -217,7 +218,7 @@ def _metadata_choice(media: MediaRange, single: bool) -> MetadataFormat | None:
 
 _OCTET = "application/octet-stream"
 _PIXEL_TYPES = frozenset({_OCTET, "image/jpeg", "image/jls", "image/jp2", "image/jphc",
-                          "image/jpx", "image/dicom-rle", "image/x-dicom-rle"})
+                          "image/jpx", "image/dicom-rle", *MEDIA_TYPE_ALIASES})
 
 
 def negotiate_pixels(accept: str | None) -> PixelRequest:
@@ -253,4 +254,4 @@ def negotiate_pixels(accept: str | None) -> PixelRequest:
 
 
 def _normal(media_type: str) -> str:
-    return "image/dicom-rle" if media_type == "image/x-dicom-rle" else media_type
+    return MEDIA_TYPE_ALIASES.get(media_type, media_type)

@@ -1,12 +1,15 @@
-"""HTTP Range (RFC 9110 14.2) for bulk data: one byte range, or none."""
+"""HTTP Range (RFC 9110 14.2) for bulk data and single frames: one byte range, or none."""
 
 from __future__ import annotations
 
 import re
 
-from dicomweb_gw.errors import GatewayError
+from starlette.responses import Response
 
-__all__ = ["RangeNotSatisfiable", "parse_range"]
+from dicomweb_gw.errors import GatewayError
+from dicomweb_gw.http.error_responses import error_response
+
+__all__ = ["RangeNotSatisfiable", "parse_range", "ranged_response"]
 
 _SINGLE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
@@ -37,3 +40,23 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first >= size or last < first:
         raise RangeNotSatisfiable(f"range '{header}' is outside the {size} bytes available")
     return first, min(last, size - 1)
+
+
+def ranged_response(body: bytes, media_type: str, range_header: str | None) -> Response:
+    """A single-part body, whole (200) or the one range asked for (206).
+
+    ``Accept-Ranges`` tells a client it may ask for prefixes next time (what
+    cornerstone3D's progressive loading does with HTJ2K frames); a range
+    outside the body is 416 with ``Content-Range: bytes */size`` (RFC 9110 15.5.17).
+    """
+    size = len(body)
+    try:
+        byte_range = parse_range(range_header, size)
+    except RangeNotSatisfiable as exc:
+        return error_response(416, exc.message, {"Content-Range": f"bytes */{size}"})
+    if byte_range is None:
+        return Response(body, media_type=media_type, headers={"Accept-Ranges": "bytes"})
+    first, last = byte_range
+    return Response(body[first:last + 1], status_code=206, media_type=media_type,
+                    headers={"Content-Range": f"bytes {first}-{last}/{size}",
+                             "Accept-Ranges": "bytes"})
