@@ -22,8 +22,10 @@ from dicomweb_gw.cache.protocol import InstanceStore
 from dicomweb_gw.cache.tiered import TieredInstanceStore
 from dicomweb_gw.cluster.link import RedisLink
 from dicomweb_gw.cluster.moves import MoveRouting
+from dicomweb_gw.cluster.replicas import Replicas
 from dicomweb_gw.cluster.shared_caches import MetadataSharingStore, SharedQidoService
 from dicomweb_gw.cluster.shared_flights import ClusterFlights
+from dicomweb_gw.dicomweb.flights import FlightTable
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.qido import QidoService
 from dicomweb_gw.dicomweb.rendered import RenderService
@@ -32,13 +34,17 @@ from dicomweb_gw.dicomweb.stow import StowService
 from dicomweb_gw.dicomweb.wado import WadoService
 from dicomweb_gw.dicomweb.wado_metadata import MetadataService
 from dicomweb_gw.http.audit_trail import AuditTrail
+from dicomweb_gw.http.compression import Compression
 from dicomweb_gw.http.endpoints import DicomWebApi, Services
 from dicomweb_gw.http.error_responses import EXCEPTION_HANDLERS
+from dicomweb_gw.http.http_caching import HttpCaching
 from dicomweb_gw.http.logfilter import install_stream_abort_filter
 from dicomweb_gw.http.middleware import middleware
 from dicomweb_gw.http.operations import operations_routes
 from dicomweb_gw.http.pacs_findings import pacs_findings_routes
 from dicomweb_gw.http.routes import dicomweb_routes, mount_point, node_routes
+from dicomweb_gw.http.status_json import StatusBoard, StatusSources, status_routes
+from dicomweb_gw.http.status_page import page_routes
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.pacs.dimse import DimsePacsClient
 from dicomweb_gw.pacs.storescp import MoveReceiver
@@ -69,9 +75,15 @@ class Gateway:
             for node in settings.nodes
         }
         self._stores: dict[str, InstanceStore] = {}
+        #: ``stats()`` of every store opened so far (the metrics and the status page).
+        self.cache_stats = lambda: {name: store.stats() for name, store in
+                                    list(self._stores.items())}
+        #: The local disk cache under each node's store (the status page's sizes).
+        self.disk_stores: dict[str, DiskInstanceStore] = {}
+        #: Each node's flight table, once its services are built (the status page).
+        self.flight_tables: dict[str, FlightTable] = {}
         self._started = False
-        self.metrics.watch_caches(
-            lambda: {name: store.stats() for name, store in list(self._stores.items())})
+        self.metrics.watch_caches(self.cache_stats)
         self.link = (RedisLink(settings.redis_url, on_health=self.metrics.redis_up.set)
                      if settings.redis_url else None)
         # Sharing retrieves needs somewhere to share the instances: Redis alone
@@ -86,6 +98,13 @@ class Gateway:
                         if self.link is not None and sharing and self._receiver_at_start
                         else None)
         self.receiver.routing = self.routing
+        #: Heartbeats of the replicas, for the status page.
+        self.replicas = (Replicas(self.link, shared_store=settings.shared_store,
+                                  shared_blobs=lambda: blob_store_from_url(
+                                      settings.shared_store or "",
+                                      s3_endpoint=settings.s3_endpoint,
+                                      s3_region=settings.s3_region))
+                         if self.link is not None else None)
         if self.link is not None:
             link, cluster = self.link, self.cluster
             self.metrics.watch_cluster(
@@ -108,6 +127,7 @@ class Gateway:
                 raise SettingsError(
                     f"cannot use cache folder {folder} "
                     f"(DICOMWEB_GW_CACHE_DIR): {exc.strerror or exc}") from None
+            self.disk_stores[node] = local
             store: InstanceStore = local
             if self.settings.shared_store is not None:
                 # The local cache stays: it holds the files this replica streams from.
@@ -162,6 +182,7 @@ class Gateway:
             await self.link.aclose()
         await asyncio.to_thread(self.audit.close)  # writes what is queued
         stores, self._stores = self._stores, {}
+        self.disk_stores = {}
         for store in stores.values():
             await asyncio.to_thread(store.close)
         self._started = False
@@ -184,6 +205,14 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         routing_problem=(lambda: routing.problem) if routing is not None else None)
     routes += pacs_findings_routes(settings=settings, clients=gateway.clients,
                                    receiver=gateway.receiver)
+    routes += status_routes() + page_routes()
+    replicas = gateway.replicas
+    board = StatusBoard(StatusSources(
+        settings=settings, clients=gateway.clients, flights=gateway.flight_tables,
+        store=gateway.store, cache_stats=gateway.cache_stats,
+        disk_stores=lambda: dict(gateway.disk_stores), audit=gateway.audit,
+        replica_id=gateway.link.replica_id if gateway.link is not None else "",
+        cluster=replicas.snapshot if replicas is not None else None))
     default = gateway.clients[settings.default_pacs]
     routes.append(dicomweb_routes(DicomWebApi(default, prefix=mount_point(None),
                                               services=services[settings.default_pacs])))
@@ -201,17 +230,27 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         install_stream_abort_filter()
         install_patient_data_filter(settings.log_patient_data)
         gateway.start()
+        if replicas is not None:
+            replicas.start()
         try:
             yield
         finally:
+            await board.aclose()
+            if replicas is not None:
+                await replicas.stop()
             await gateway.stop()
 
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS,
-                    middleware=middleware(settings.cors_origins, gateway.metrics, settings,
-                                          _audit_trail(gateway, mounts[mount_point(None)])),
+    stack = middleware(settings.cors_origins, gateway.metrics, settings,
+                       _audit_trail(gateway, mounts[mount_point(None)]))
+    if settings.compression == "auto":
+        # Outermost: metrics, the audit trail (bytes_sent) and the rest see the answer as
+        # the handler made it, whatever coding the client took.
+        stack.insert(0, Middleware(Compression))
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, middleware=stack,
                     lifespan=lifespan)
     app.state.gateway = gateway
     app.state.services = services
+    app.state.status_board = board
     return app
 
 
@@ -224,11 +263,22 @@ def _services(gateway: Gateway, node: str, qido: QidoService) -> Services:
 
     source = InstanceSource(lambda: gateway.store(node), ttl=ttl, cluster=gateway.cluster,
                             prefetch=True, on_prefetch=prefetched)
+    gateway.flight_tables[node] = source.flights
     pixels = PixelService(source)
     return Services(qido=qido, wado=WadoService(source),
                     metadata=MetadataService(source, ttl=ttl), pixels=pixels,
                     render=RenderService(pixels), stow=StowService(lambda: gateway.store(node)),
-                    upload_max_bytes=gateway.settings.upload_max_bytes, prefetch=source.prefetch)
+                    upload_max_bytes=gateway.settings.upload_max_bytes, prefetch=source.prefetch,
+                    http_caching=_http_caching(gateway, node))
+
+
+def _http_caching(gateway: Gateway, node: str) -> HttpCaching:
+    settings = gateway.settings
+    # The fields a credential comes in: an answer is for whoever presented it.
+    credentials = ("Authorization", "X-API-Key") if settings.api_keys else ("Authorization",)
+    return HttpCaching(lambda: gateway.store(node), mode=settings.http_cache,
+                       max_age=settings.http_cache_max_age, ttl=settings.cache_ttl,
+                       credential_headers=credentials)
 
 
 def _audit_trail(gateway: Gateway, base: Mount) -> Middleware | None:

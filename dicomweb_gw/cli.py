@@ -289,6 +289,7 @@ and the gateway in front of it. Try:
   curl '{base}/readyz'
 
 OHIF or any DICOMweb client: QIDO and WADO root {base}/dicom-web
+Status page (nodes, retrieves in flight, cache): {base}/status
 Press Ctrl+C to stop.
 """, flush=True)
     try:

@@ -344,24 +344,29 @@ def test_cli_unknown_node_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 # -- the admin endpoint ---------------------------------------------------------------------------
 
 
-def test_admin_endpoint_lists_findings_and_probes_with_the_write_scope(
+def test_admin_endpoint_lists_findings_and_probes_with_the_admin_scope(
         tmp_path: Path, jwks: Jwks, rsa_key: Any) -> None:  # noqa: F811 (fixtures)
     files = [path for study in sample_studies(tmp_path) for path in study.paths]
     auth = {"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": jwks.url}
     read = {"Authorization": f"Bearer {_token(rsa_key, scope='dicomweb.read')}"}
     write = {"Authorization": f"Bearer {_token(rsa_key)}"}
+    admin = {"Authorization": "Bearer " + _token(
+        rsa_key, scope="dicomweb.read dicomweb.write dicomweb.admin")}
     with quirky_gateway(tmp_path, files, quirks=Quirks(match_limit=2), **auth) as setup, \
             httpx.Client(base_url=setup.gateway.url, timeout=120,
                          limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)) as client:
         assert client.get("/admin/pacs").status_code == 401
-        response = client.get("/admin/pacs", headers=read)
+        # The findings describe the PACS and the gateway: for administrators only.
+        assert client.get("/admin/pacs", headers=read).status_code == 403
+        assert client.get("/admin/pacs", headers=write).status_code == 403
+        response = client.get("/admin/pacs", headers=admin)
         assert response.status_code == 200, response.text
         assert response.json() == {"nodes": {NODE: {"probed_at": None, "usable": None,
                                                     "findings": [], "settings": {}}}}
-        assert client.post(f"/admin/pacs/{NODE}/probe", headers=read).status_code == 403
-        assert client.post("/admin/pacs/elsewhere/probe", headers=write).status_code == 404
+        assert client.post(f"/admin/pacs/{NODE}/probe", headers=write).status_code == 403
+        assert client.post("/admin/pacs/elsewhere/probe", headers=admin).status_code == 404
 
-        response = client.post(f"/admin/pacs/{NODE}/probe", headers=write)
+        response = client.post(f"/admin/pacs/{NODE}/probe", headers=admin)
         assert response.status_code == 200, response.text
         probed = response.json()
         assert probed["usable"] is True
@@ -373,7 +378,7 @@ def test_admin_endpoint_lists_findings_and_probes_with_the_write_scope(
                     if item["check"] == "C-MOVE destination")
         assert move["status"] == "ok", move
 
-        listed = client.get("/admin/pacs", headers=read).json()["nodes"][NODE]
+        listed = client.get("/admin/pacs", headers=admin).json()["nodes"][NODE]
         assert listed == probed
         assert load_report(tmp_path / "cache", NODE) is not None
         # The gateway still serves after being probed.

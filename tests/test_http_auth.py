@@ -441,3 +441,103 @@ def test_loopback_http_jwks_is_allowed() -> None:
                                       "DICOMWEB_GW_OIDC_AUDIENCE": AUDIENCE,
                                       "DICOMWEB_GW_OIDC_JWKS_URL": "http://localhost:8080/k"})
     assert settings.auth_enabled
+
+
+# --- the admin scope: the status page and /admin/* (issue #20) ---------------------------
+
+ADMIN_KEY = "adm1n-0123456789abcdef"
+STATUS = "/admin/status"
+#: An action past auth without a CSRF token: refused by the CSRF check, not by auth.
+ACTION = "/admin/pacs/default/echo"
+
+
+@pytest.fixture
+def admin_key_app(tmp_path: Path) -> Any:
+    return _app(tmp_path, {"DICOMWEB_GW_API_KEYS": f"{KEY}, {ADMIN_KEY} admin"})
+
+
+def _basic(password: str, user: str = "admin") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_admin_key_opens_the_status_json(admin_key_app: Any) -> None:
+    response = _call(admin_key_app, "GET", STATUS, {"X-API-Key": ADMIN_KEY})
+    assert response.status_code == 200
+    assert response.json()["auth"]["enabled"] is True
+
+
+@pytest.mark.parametrize("path", ["/", "/status", "/status/assets/page.js", STATUS])
+def test_non_admin_key_is_403_on_admin_paths(admin_key_app: Any, path: str) -> None:
+    response = _call(admin_key_app, "GET", path, {"X-API-Key": KEY})
+    assert response.status_code == 403
+    assert response.json()["message"] == "needs the admin scope (dicomweb.admin)"
+    # ... and the same key still reads the API.
+    assert _call(admin_key_app, "GET", READ, {"X-API-Key": KEY}).status_code == 200
+
+
+def test_admin_paths_offer_basic_as_well_as_bearer(admin_key_app: Any) -> None:
+    response = _call(admin_key_app, "GET", "/status")
+    assert response.status_code == 401
+    assert response.headers.get_list("www-authenticate") == [
+        'Bearer realm="dicomweb-gw"', 'Basic realm="dicomweb-gw"']
+    # The API's challenge is as it was.
+    assert _call(admin_key_app, "GET", READ).headers.get_list("www-authenticate") == [
+        'Bearer realm="dicomweb-gw"']
+
+
+def test_basic_auth_with_the_admin_key_as_password(admin_key_app: Any) -> None:
+    assert _call(admin_key_app, "GET", STATUS, _basic(ADMIN_KEY)).status_code == 200
+    assert _call(admin_key_app, "GET", STATUS, _basic(ADMIN_KEY, user="")).status_code == 200
+    assert _call(admin_key_app, "GET", STATUS, _basic(KEY)).status_code == 403
+    assert _call(admin_key_app, "GET", STATUS, _basic("wrong-0123456789abc")).status_code == 401
+    # Basic is for a browser opening the page, not for the DICOMweb API.
+    assert _call(admin_key_app, "GET", READ, _basic(ADMIN_KEY)).status_code == 401
+
+
+def test_admin_actions_need_the_admin_scope_then_csrf(admin_key_app: Any) -> None:
+    assert _call(admin_key_app, "POST", ACTION).status_code == 401
+    assert _call(admin_key_app, "POST", ACTION, {"X-API-Key": KEY}).status_code == 403
+    past_auth = _call(admin_key_app, "POST", ACTION, {"X-API-Key": ADMIN_KEY})
+    assert past_auth.status_code == 403
+    assert past_auth.json()["message"] == \
+        "missing or invalid CSRF token; reload the status page"
+
+
+def test_probes_and_metrics_stay_open(admin_key_app: Any) -> None:
+    for path in ("/healthz", "/metrics"):
+        assert _call(admin_key_app, "GET", path).status_code == 200
+
+
+def test_admin_keys_in_a_key_file_and_a_comma_list(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"# viewer\n{KEY}\n{ADMIN_KEY} admin  # the PACS team\n")
+    from_file = load_settings(environ={"DICOMWEB_GW_API_KEYS": str(keys)}).api_keys
+    from_list = load_settings(environ={"DICOMWEB_GW_API_KEYS": f"{KEY},{ADMIN_KEY} admin"}
+                              ).api_keys
+    for parsed in (from_file, from_list):
+        assert parsed == (KEY, ADMIN_KEY)  # plain strings to the callers that had them
+        assert [getattr(key, "admin", None) for key in parsed] == [False, True]
+    with pytest.raises(SettingsError, match="only role") as bad:
+        load_settings(environ={"DICOMWEB_GW_API_KEYS": f"{ADMIN_KEY} root"})
+    assert ADMIN_KEY not in str(bad.value)
+
+
+def test_oidc_admin_scope(oidc_app: Any, rsa_key: Any) -> None:
+    reader = _token(rsa_key)
+    refused = _call(oidc_app, "GET", STATUS, _bearer(reader))
+    assert refused.status_code == 403
+    assert refused.headers["www-authenticate"] == \
+        'Bearer realm="dicomweb-gw", error="insufficient_scope", scope="dicomweb.admin"'
+    admin = _token(rsa_key, scope="openid dicomweb.admin")
+    assert _call(oidc_app, "GET", STATUS, _bearer(admin)).status_code == 200
+
+
+def test_oidc_admin_scope_is_configurable(tmp_path: Path, jwks: Jwks, rsa_key: Any) -> None:
+    app = _app(tmp_path, {"DICOMWEB_GW_OIDC_ISSUER": ISSUER,
+                          "DICOMWEB_GW_OIDC_AUDIENCE": AUDIENCE,
+                          "DICOMWEB_GW_OIDC_JWKS_URL": jwks.url,
+                          "DICOMWEB_GW_OIDC_ADMIN_SCOPE": "pacs:admin"})
+    token = _token(rsa_key, scope="pacs:admin")
+    assert _call(app, "GET", STATUS, _bearer(token)).status_code == 200
+    assert _call(app, "GET", STATUS, _bearer(_token(rsa_key, scope="dicomweb.admin"))
+                 ).status_code == 403

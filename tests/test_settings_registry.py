@@ -59,6 +59,7 @@ BAD_VALUES: dict[str, tuple[str | None, str | None]] = {
     "total_timeout": ("-5", '"long"'),
     "compressed": ("maybe", '"maybe"'),
     "retrieve_associations": ("0", '"many"'),
+    "retrieve_split_above": ("-1", '"far"'),
     "prefetch": ("maybe", '"maybe"'),
     "prefetch_studies": ("0", "-1"),
     "prefetch_idle": ("0", '"soon"'),
@@ -79,6 +80,8 @@ BAD_VALUES: dict[str, tuple[str | None, str | None]] = {
     "oidc_jwks_url": ("http://idp.example.org/jwks", '"ftp://idp.example.org/jwks"'),
     "oidc_read_scope": ("two words", '"two words"'),
     "oidc_write_scope": ("two words", '"two words"'),
+    "oidc_admin_scope": ("two words", '"two words"'),
+    "status_echo_interval": ("0", '"often"'),
     "auth_open_paths": ("healthz", '["healthz"]'),
     "audit_log": (None, "1"),  # any text is a file path in the environment
     "log_patient_data": ("maybe", '"maybe"'),
@@ -88,6 +91,9 @@ BAD_VALUES: dict[str, tuple[str | None, str | None]] = {
     "s3_region": ("two words", '"two words"'),
     "lease_seconds": ("0", '"long"'),
     "qido_cache_ttl": ("-1", '"never"'),
+    "http_cache": ("public", '"public"'),
+    "http_cache_max_age": ("-1", '"a day"'),
+    "compression": ("gzip", "true"),
 }
 
 

@@ -132,6 +132,17 @@ class Index:
             "COALESCE(MAX(MAX(last_used), MAX(inserted)), 0) FROM instances").fetchone()
         return int(count), int(size), int(tick)
 
+    def largest_studies(self, limit: int) -> list[tuple[str, int, int]]:
+        """(study UID, total size, instance count) of the ``limit`` largest studies."""
+        rows = self._db.execute(
+            "SELECT study_uid, SUM(size) AS bytes, COUNT(*) FROM instances "
+            "GROUP BY study_uid ORDER BY bytes DESC, study_uid LIMIT ?", (limit,)).fetchall()
+        return [(str(study), int(size), int(count)) for study, size, count in rows]
+
+    def study_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(DISTINCT study_uid) FROM instances")
+                   .fetchone()[0])
+
     def instance(self, sop_instance_uid: str) -> InstanceRow | None:
         values = self._db.execute(f"SELECT {_COLUMNS} FROM instances WHERE sop_instance_uid = ?",
                                   (sop_instance_uid,)).fetchone()

@@ -192,6 +192,21 @@ class DiskInstanceStore:
             return CacheStats(instances=self._count, bytes=self._bytes, hits=self._hits,
                               misses=self._misses, evictions=self._evictions)
 
+    def largest_studies(self, limit: int = 10) -> list[tuple[str, int, int]]:
+        """(study UID, bytes, instances) of the largest studies cached, largest first
+        (for the status page)."""
+        with self._lock:
+            return self._index.largest_studies(limit)
+
+    def study_count(self) -> int:
+        """How many studies have instances cached."""
+        with self._lock:
+            return self._index.study_count()
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

@@ -20,14 +20,16 @@ series or instance has landed, not when the whole retrieve has.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomweb_gw.errors import PacsUnavailable
-from dicomweb_gw.model import InstanceHandle, RetrieveKeys
+from dicomweb_gw.model import CachedInstance, InstanceHandle, MemoryInstance, RetrieveKeys
 
 __all__ = ["Fetch", "Flight", "FlightCoordinator", "FlightTable", "Landed", "Producer"]
 
@@ -78,10 +80,28 @@ class Flight:
     abandoned: bool = False
     #: What the retrieve will bring, when known: series UID -> SOP Instance UIDs.
     manifest: dict[str, frozenset[str]] | None = None
+    #: Names it on the status page and in ``FlightTable.cancel``.
+    id: str = ""
+    #: Started (wall clock, and monotonic for its age and rate).
+    started_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    #: Bytes of what has landed.
+    bytes: int = 0
+    #: Held by a prefetch (not only by requests).
+    prefetch: bool = False
+    #: Why an administrator cancelled it: what every waiter is told.
+    cancelled_by: BaseException | None = None
 
     @property
     def joinable(self) -> bool:
         return not (self.done or self.abandoned)
+
+    @property
+    def expected(self) -> int | None:
+        """Instances the retrieve will bring, when its manifest says."""
+        if self.manifest is None:
+            return None
+        return sum(len(uids) for uids in self.manifest.values())
 
     def covers(self, keys: RetrieveKeys) -> bool:
         """Will this flight bring every instance ``keys`` asks for?"""
@@ -112,10 +132,33 @@ class Flight:
         self.changed = asyncio.Event()
 
 
+_IDS = itertools.count(1)
+
+
 class FlightTable:
     def __init__(self) -> None:
         self._flights: dict[tuple[str, RetrieveKeys], Flight] = {}
         self.started = 0  # flights started: what reached the PACS (for tests and metrics)
+
+    def live(self) -> list[Flight]:
+        """Every live flight, oldest first (the status page)."""
+        return sorted((f for f in self._flights.values() if f.joinable),
+                      key=lambda f: f.started)
+
+    def cancel(self, flight_id: str, *, who: str = "an administrator") -> Flight | None:
+        """Cancel the live flight ``flight_id`` (None: no such flight): the PACS gets
+        C-CANCEL as when the last waiter leaves, and every waiter ends with an error
+        saying an administrator cancelled it."""
+        flight = next((f for f in self.live() if f.id == flight_id), None)
+        if flight is None or flight.task is None:
+            return None
+        flight.cancelled_by = PacsUnavailable(
+            flight.pacs, f"the retrieve of {flight.keys.describe()} was cancelled by "
+                         f"{who} (status page)")
+        flight.abandoned = True
+        self._forget(flight)
+        flight.task.cancel()
+        return flight
 
     def in_flight(self, pacs: str) -> list[Flight]:
         """The live (joinable) flights to ``pacs``."""
@@ -157,7 +200,7 @@ class FlightTable:
         until ``leave``: a request streaming it, or a prefetch keeping it running."""
         flight = next((f for f in self.in_flight(pacs) if f.covers(keys)), None)
         if flight is None:
-            flight = Flight(pacs=pacs, keys=keys)
+            flight = Flight(pacs=pacs, keys=keys, id=f"r-{next(_IDS)}")
             self._flights[(pacs, keys)] = flight
             self.started += 1
             flight.task = asyncio.create_task(self._fly(flight, producer))
@@ -179,9 +222,10 @@ class FlightTable:
             async with aclosing(producer(flight.keys)) as instances:
                 async for item in instances:
                     flight.landed.append(item)
+                    flight.bytes += _size(item.handle)
                     flight._notify()
         except asyncio.CancelledError:
-            flight.error = asyncio.CancelledError()
+            flight.error = flight.cancelled_by or asyncio.CancelledError()
         except Exception as exc:
             flight.error = exc
         finally:
@@ -194,3 +238,11 @@ class FlightTable:
         key = (flight.pacs, flight.keys)
         if self._flights.get(key) is flight:
             del self._flights[key]
+
+
+def _size(handle: InstanceHandle) -> int:
+    if isinstance(handle, CachedInstance):
+        return handle.size
+    if isinstance(handle, MemoryInstance):
+        return len(handle.instance.dataset)
+    return 0  # a test's stand-in

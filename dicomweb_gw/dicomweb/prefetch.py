@@ -175,6 +175,7 @@ class Prefetcher:
             self._count(pacs.name, "skipped")
             return
         flight = self._flights.hold(pacs.name, RetrieveKeys(study_uid), self._producer(pacs))
+        flight.prefetch = True  # shown on the status page
         loop = asyncio.get_running_loop()
         prefetch = _Prefetch(pacs.name, study_uid, flight, node.prefetch_idle, loop.time())
         self._running[(pacs.name, study_uid)] = prefetch

@@ -4,7 +4,9 @@ QIDO-RS is a ``query``, WADO-RS (instances, metadata, frames, bulk data,
 rendered, thumbnails) and WADO-URI a ``retrieve``, STOW-RS a ``store``;
 probes, metrics, the API description and capabilities are not patient data
 and are not audited. Refused requests are: a 401 is exactly what an auditor
-looks for.
+looks for. The status page's actions (a C-ECHO, a cancel, a purge) are written
+by their handlers as ``admin`` events (``admin_event``): action, target,
+who and outcome.
 
 Which request is which is read from the DICOMweb routes the app serves,
 matched against the path as the router will, so the trail cannot drift from
@@ -30,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dicomweb_gw.audit_log import AuditLog
 from dicomweb_gw.logs import REQUEST_ID
 
-__all__ = ["AuditTrail"]
+__all__ = ["AuditTrail", "admin_event"]
 
 # The node (if named) and the service: a DICOMweb base or WADO-URI.
 _BASE = re.compile(r"^(?:/pacs/(?P<pacs>[^/]+))?/(?P<service>dicom-web|wado)(?P<rest>/.*)?$")
@@ -195,6 +197,32 @@ class AuditTrail:
         if self.auth_enabled and status in (401, 403):
             return "unauthenticated", "none"
         return "anonymous", "none"
+
+
+def admin_event(scope: Scope, *, action: str, target: str, outcome: str, message: str,
+                pacs: str | None = None, study: str | None = None) -> dict[str, object]:
+    """The audit event of an administrator's action (``action``: echo, cancel, purge) on
+    ``target`` (a node, a retrieve id, a study), with its ``outcome`` (success, failure,
+    refused) and the message the administrator was given."""
+    principal = scope.get("auth")
+    who, how = ((str(principal.get("subject")), str(principal.get("method")))
+                if isinstance(principal, dict) else ("anonymous", "none"))
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "request_id": REQUEST_ID.get(),
+        "type": "admin",
+        "who": who,
+        "auth": how,
+        "client": scope["client"][0] if scope.get("client") else None,
+        "action": action,
+        "method": scope.get("method"),
+        "route": _clip(scope.get("path")),
+        "target": _clip(target),
+        "pacs": _clip(pacs),
+        "study": _clip(study),
+        "outcome": outcome,
+        "message": _clip(message),
+    }
 
 
 def _action(method: str, template: str) -> str:

@@ -24,14 +24,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import build_context
 from pynetdicom.association import Association
 
-from dicomweb_gw.errors import PacsFailure
+from dicomweb_gw.errors import PacsError, PacsFailure
 from dicomweb_gw.metrics import GatewayMetrics
 from dicomweb_gw.model import (
     FindReport,
@@ -41,6 +42,7 @@ from dicomweb_gw.model import (
     RetrieveReport,
 )
 from dicomweb_gw.pacs import contexts, storescu
+from dicomweb_gw.pacs.activity import NodeActivity, outcome_of
 from dicomweb_gw.pacs.associations import Associations
 from dicomweb_gw.pacs.bridge import Channel
 from dicomweb_gw.pacs.failures import Failures
@@ -59,6 +61,7 @@ from dicomweb_gw.settings import PacsNode
 __all__ = ["DimsePacsClient"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # pynetdicom formats every C-FIND/C-GET/C-MOVE identifier it sends or receives for
 # its INFO log, whatever the log level: about 0.2 ms per C-FIND answer (a fifth of
@@ -93,6 +96,8 @@ class DimsePacsClient:
             receiver.accept_only_uncompressed_from(node.ae_title)
         #: Learned: the PACS rejects Verification on a query association.
         self._echo_alone = False
+        #: What the node has been doing lately (the status page reads it).
+        self.activity = NodeActivity(node.ae_title)
 
     @property
     def name(self) -> str:
@@ -102,10 +107,20 @@ class DimsePacsClient:
     def node(self) -> PacsNode:
         return self._node
 
+    def association_use(self) -> tuple[int, int]:
+        """(associations open now, the most the node allows as learned so far)."""
+        return self._associations.open, self._associations.limit.value
+
     # -- PacsClient ----------------------------------------------------------
     async def echo(self) -> None:
-        async for _ in self._workers.stream(self._echo_worker, 1, "C-ECHO"):
-            pass
+        started = time.monotonic()
+        try:
+            async for _ in self._workers.stream(self._echo_worker, 1, "C-ECHO"):
+                pass
+        except PacsError as exc:
+            self.activity.echoed((time.monotonic() - started) * 1000, exc)
+            raise
+        self.activity.echoed((time.monotonic() - started) * 1000)
 
     def find(
         self, level: QueryLevel, identifier: Dataset, *, report: FindReport | None = None,
@@ -113,7 +128,7 @@ class DimsePacsClient:
         def worker(channel: Channel[Dataset]) -> None:
             self._finder.stream(level, identifier, channel, report or FindReport())
 
-        return self._workers.stream(worker, _FIND_QUEUE, "C-FIND")
+        return self._recorded(self._workers.stream(worker, _FIND_QUEUE, "C-FIND"), "C-FIND")
 
     def retrieve(
         self, keys: RetrieveKeys, *, report: RetrieveReport | None = None,
@@ -122,8 +137,9 @@ class DimsePacsClient:
             self._parallel.retrieve(keys, InstanceSink(channel, report))
 
         operation = "C-MOVE" if self._retriever.by_move else "C-GET"
-        return self._workers.stream(worker, _RETRIEVE_QUEUE, operation,
-                                    size=lambda instance: len(instance.dataset))
+        return self._recorded(self._workers.stream(worker, _RETRIEVE_QUEUE, operation,
+                                                   size=lambda instance: len(instance.dataset)),
+                              operation)
 
     async def store(self, requests: Sequence[StoreRequest]) -> list[StoreOutcome]:
         """C-STORE over one association of its own, under the same slot limit as the rest."""
@@ -134,7 +150,8 @@ class DimsePacsClient:
         def worker(channel: Channel[list[StoreOutcome]]) -> None:
             channel.put(self._store_worker(requests))
 
-        async for outcomes in self._workers.stream(worker, 1, "C-STORE"):
+        async for outcomes in self._recorded(self._workers.stream(worker, 1, "C-STORE"),
+                                             "C-STORE"):
             results.append(outcomes)
         if not results:
             raise PacsFailure(self._node.name, "C-STORE batch ended without outcomes")
@@ -142,6 +159,25 @@ class DimsePacsClient:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._associations.close_idle)
+
+    async def _recorded(self, stream: AsyncGenerator[T, None], operation: str,
+                        ) -> AsyncGenerator[T, None]:
+        """``stream``, its end recorded in ``activity`` (closing this closes ``stream``:
+        that is what C-CANCELs a retrieve the client left)."""
+        outcome, error = "success", None
+        try:
+            async with aclosing(stream):
+                async for item in stream:
+                    yield item
+        except PacsError as exc:
+            outcome, error = outcome_of(exc), exc
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            # A C-FIND closed once the page is full ended as it should.
+            outcome = "success" if operation == "C-FIND" else "cancelled"
+            raise
+        finally:
+            self.activity.ended(operation, outcome, error)
 
     # -- operations (worker threads) -----------------------------------------
     def _echo_worker(self, channel: Channel[None]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dicomweb_gw.errors import PacsError, PacsFailure, PacsMisconfigured, PacsUnavailable
 
-__all__ = ["CANCELLED", "PENDING", "SUCCESS", "WARNING_SUB_OPERATIONS", "failure_for_status"]
+__all__ = ["CANCELLED", "PENDING", "SUCCESS", "WARNING_SUB_OPERATIONS", "failure_for_status",
+           "status_words"]
 
 SUCCESS = 0x0000
 CANCELLED = 0xFE00
@@ -19,6 +20,22 @@ _MEANINGS = {
     0xAA00: "none of the frames requested were found",
     0xC000: "unable to process",
 }
+
+
+def status_words(status: int) -> str:
+    """A status code in words, for the status page (PS3.4 C.4, PS3.7 Annex C)."""
+    if status == MOVE_DESTINATION_UNKNOWN:
+        return "Move destination unknown"
+    if status == SUB_OPERATIONS_IMPOSSIBLE:
+        return "Out of resources: unable to perform sub-operations"
+    if status in _OUT_OF_RESOURCES:
+        return "Out of resources"
+    if status == WARNING_SUB_OPERATIONS:
+        return "Sub-operations completed with failures"
+    if status == CANCELLED:
+        return "Cancelled"
+    meaning = _MEANINGS.get(status) or _MEANINGS.get(status & 0xF000) or "failed"
+    return meaning[0].upper() + meaning[1:]
 
 
 def failure_for_status(

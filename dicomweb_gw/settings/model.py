@@ -10,13 +10,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["CancelMethod", "LogFormat", "PacsNode", "QueryModel", "RetrieveMethod", "Settings",
-           "SettingsError"]
+__all__ = ["ApiKey", "CancelMethod", "Compression", "HttpCache", "LogFormat", "PacsNode",
+           "QueryModel", "RetrieveMethod", "Settings", "SettingsError"]
 
 RetrieveMethod = Literal["c-get", "c-move"]
 QueryModel = Literal["auto", "study", "patient"]
 CancelMethod = Literal["c-cancel", "abort"]
 LogFormat = Literal["text", "json"]
+HttpCache = Literal["private", "no-store"]
+Compression = Literal["auto", "off"]
+
+
+class ApiKey(str):
+    """An API key: the key itself (a ``str``, as callers always had it) and whether it is
+    an admin key (a ``KEY admin`` line), which opens the status page and its actions."""
+
+    admin: bool
+
+    def __new__(cls, key: str, *, admin: bool = False) -> ApiKey:
+        made = super().__new__(cls, key)
+        made.admin = admin
+        return made
 
 
 class SettingsError(ValueError):
@@ -68,6 +82,9 @@ class PacsNode:
     compressed: bool = True
     #: Associations one study or series retrieve is split across (1: one request).
     retrieve_associations: int = 4
+    #: A retrieve is split only from this round trip (s) to the PACS on: a link bound by
+    #: round trips; on a shorter one the gateway's CPU is the bound.
+    retrieve_split_above: float = 0.005
     #: A viewer's first series request for a cold study starts the whole study's
     #: retrieve in the background, which answers the next series requests.
     prefetch: bool = True
@@ -110,6 +127,10 @@ class Settings:
     oidc_jwks_url: str | None = None
     oidc_read_scope: str = "dicomweb.read"
     oidc_write_scope: str = "dicomweb.write"
+    #: OIDC scope for the status page and its actions (``/``, ``/status``, ``/admin/*``).
+    oidc_admin_scope: str = "dicomweb.admin"
+    #: While the status page is watched: seconds between the C-ECHOs of every node.
+    status_echo_interval: float = 10.0
     #: Path prefixes served without authentication (probes, metrics, the API description).
     auth_open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics", "/openapi.json")
     #: Several replicas: Redis for cluster-wide single flight, C-MOVE routing and
@@ -132,6 +153,13 @@ class Settings:
     #: The debug log's lines: plain text, or one JSON object each (for log collectors).
     #: The CLI reads it before any config file (``log_format_from``), so env only.
     log_format: LogFormat = "text"
+    #: Browser caching of instance-level answers (retrieve, metadata, frames, rendered,
+    #: bulk data): "private" (ETag, max-age, 304s) or "no-store" (none of it).
+    http_cache: HttpCache = "private"
+    #: Seconds a browser may reuse an instance-level answer without asking again.
+    http_cache_max_age: int = 86400
+    #: Compression of JSON/XML answers (gzip, brotli, zstd): "auto" or "off".
+    compression: Compression = "auto"
 
     @property
     def auth_enabled(self) -> bool:

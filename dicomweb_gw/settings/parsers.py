@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from pydicom.charset import python_encoding
 
+from dicomweb_gw.settings.model import ApiKey
+
 __all__ = ["InvalidValue", "Parser"]
 
 #: Raw value in, typed value out; ``Any`` because each setting has its own type.
@@ -211,12 +213,25 @@ def open_paths(value: object) -> tuple[str, ...]:
     return found
 
 
-def api_keys(value: object) -> tuple[str, ...]:
+def api_keys(value: object) -> tuple[ApiKey, ...]:
     """A list of keys, or a file of keys (one a line, ``#`` comments) named by a value
-    starting with ``/`` or ``@`` -- a mounted Kubernetes secret keeps keys out of the env."""
+    starting with ``/`` or ``@`` -- a mounted Kubernetes secret keeps keys out of the env.
+
+    An item (or line) ``KEY admin`` marks the key admin (the status page and its
+    actions); the keys are ``str`` as before, each with its ``admin`` flag.
+    """
     text = "" if isinstance(value, list | tuple) else str(value).strip()
     items = _key_file_lines(text) if text.startswith(("/", "@")) else _items(value)
-    keys = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    admins: dict[str, bool] = {}
+    for index, item in enumerate((i for i in items if i.strip()), 1):
+        key, *roles = item.split()
+        for role in roles:
+            if role != "admin":
+                # Not the role's text: a key pasted with a space would land in the message.
+                raise InvalidValue(f"key #{index}: the only role a key may have is 'admin' "
+                                   "(a line 'KEY admin')")
+        admins[key] = admins.get(key, False) or bool(roles)
+    keys = tuple(ApiKey(key, admin=admin) for key, admin in admins.items())
     for index, key in enumerate(keys, 1):
         # The message names the key by position only: keys must not reach logs.
         if len(key) < MIN_API_KEY_LENGTH or not key.isascii() or not key.isprintable() \

@@ -121,9 +121,15 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             "fails to send what it stores compressed); the gateway compresses when asked",
             env="DICOMWEB_GW_PACS_COMPRESSED", toml="compressed"),
     Setting("retrieve_associations", parsers.positive_int, "4",
-            "associations one study or series retrieve is split across (an IMAGE-level "
-            "C-FIND, then UID lists); capped by `max_associations`; `1`: one request",
+            "most associations one study or series retrieve is split across (an IMAGE-level "
+            "C-FIND, then UID lists), when `retrieve_split_above` says the link is slow; "
+            "capped by `max_associations`; `1`: one request",
             env="DICOMWEB_GW_PACS_RETRIEVE_ASSOCIATIONS", toml="retrieve_associations"),
+    Setting("retrieve_split_above", parsers.seconds_or_off, "0.005",
+            "round trip to this PACS (seconds, timed on every A-RELEASE) from which a "
+            "retrieve is split: below it the gateway's CPU, not the link, bounds a "
+            "retrieve and one request is faster; `0`: always split",
+            env="DICOMWEB_GW_PACS_RETRIEVE_SPLIT_ABOVE", toml="retrieve_split_above"),
     Setting("prefetch", parsers.boolean, "true",
             "a viewer's first series request for a cold study starts the whole study's "
             "retrieve in the background, which answers its next series requests",
@@ -177,8 +183,8 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("api_keys", parsers.api_keys, None,
             "API keys (each grants read and write): a comma list, or a file of keys, one a "
             "line with `#` comments, when the value starts with `/` or `@` (e.g. a mounted "
-            "Kubernetes secret). Keys are at least 16 characters. Setting this turns "
-            "authentication on",
+            "Kubernetes secret). Keys are at least 16 characters. `KEY admin` (an item or a "
+            "line) also opens the status page. Setting this turns authentication on",
             env="DICOMWEB_GW_API_KEYS", toml="api_keys", helm=("auth.apiKeys.existingSecret",),
             secret=True),
     Setting("oidc_issuer", parsers.word, None,
@@ -198,6 +204,14 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "scope needed for STOW-RS POSTs and cache DELETEs",
             env="DICOMWEB_GW_OIDC_WRITE_SCOPE", toml="oidc_write_scope",
             helm=("auth.oidc.writeScope",)),
+    Setting("oidc_admin_scope", parsers.word, "dicomweb.admin",
+            "scope needed for the status page (`/`, `/status`) and `/admin/*`",
+            env="DICOMWEB_GW_OIDC_ADMIN_SCOPE", toml="oidc_admin_scope",
+            helm=("auth.oidc.adminScope",)),
+    Setting("status_echo_interval", parsers.seconds, "10",
+            "seconds between the C-ECHOs the gateway sends every PACS node while the status "
+            "page is open (none when nobody has looked for a minute)",
+            env="DICOMWEB_GW_STATUS_ECHO_INTERVAL", toml="status_echo_interval"),
     Setting("auth_open_paths", parsers.open_paths, "/healthz,/readyz,/metrics,/openapi.json",
             "comma list of path prefixes served without authentication",
             env="DICOMWEB_GW_AUTH_OPEN_PATHS", toml="auth_open_paths", helm=("auth.openPaths",)),
@@ -238,6 +252,19 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "purges invalidate them",
             env="DICOMWEB_GW_QIDO_CACHE_TTL", toml="qido_cache_ttl",
             helm=("cluster.qidoCacheTtl",)),
+    Setting("http_cache", parsers.choice("private", "no-store"), "private",
+            "browser caching of instance retrieve, metadata, frames, rendered and bulk data: "
+            "`private` (an `ETag`, `Cache-Control: private, max-age`, 304 on `If-None-Match`) "
+            "or `no-store`; study and series answers revalidate (`no-cache`)",
+            env="DICOMWEB_GW_HTTP_CACHE", toml="http_cache", helm=("gateway.httpCache",)),
+    Setting("http_cache_max_age", parsers.whole_number_or_off, "86400",
+            "seconds a browser may reuse an instance-level answer without revalidating",
+            env="DICOMWEB_GW_HTTP_CACHE_MAX_AGE", toml="http_cache_max_age",
+            helm=("gateway.httpCacheMaxAge",)),
+    Setting("compression", parsers.choice("auto", "off"), "auto",
+            "`auto` compresses DICOM JSON/XML and QIDO answers over 1 KB with zstd, brotli or "
+            "gzip as the client's `Accept-Encoding` offers; never pixel or bulk data",
+            env="DICOMWEB_GW_COMPRESSION", toml="compression", helm=("gateway.compression",)),
 )
 
 
