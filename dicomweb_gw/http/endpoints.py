@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from dicomweb_gw.dicomweb import dicomxml
 from dicomweb_gw.dicomweb.dicomjson import dumps
-from dicomweb_gw.dicomweb.media import bulk_media, instance_media
+from dicomweb_gw.dicomweb.media import MediaBody, bulk_media, instance_media
 from dicomweb_gw.dicomweb.metadata import tag_path_from_uri
 from dicomweb_gw.dicomweb.pixels import PixelService
 from dicomweb_gw.dicomweb.prefetch import Prefetcher
@@ -188,13 +188,19 @@ class DicomWebApi:
         if beyond:
             raise NotFound(f"frame {beyond[0]} is past the {media.number_of_frames} frames "
                            f"of the video {keys.instance_uid}")
+        return await self._media_answer(request, keys, media,
+                                        f"frames/{request.path_params['frames']}")
+
+    async def _media_answer(self, request: Request, keys: RetrieveKeys, media: MediaBody,
+                            resource: str) -> Response:
+        """A video or document as itself, at ``resource`` (its URL below the instance)."""
         form = negotiate_media(_accept(request), media, rendered=False)
         assert form is not None  # negotiate_media raises for bulk data and frames
         assert keys.series_uid is not None
         assert keys.instance_uid is not None
         location = (f"{base_url(request, self.prefix)}/"
                     f"{instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)}"
-                    f"/frames/{request.path_params['frames']}")
+                    f"/{resource}")
         return await media_response(media, form, rendered=False,
                                     range_header=request.headers.get("range"),
                                     location=location)
@@ -249,16 +255,8 @@ class DicomWebApi:
         tag_path = tag_path_from_uri(request.path_params["tags"])
         media = await bulk_media(self._pixels, self.pacs, keys, tag_path)
         if media is not None:  # a video or a document: with its own media type
-            form = negotiate_media(_accept(request), media, rendered=False)
-            assert form is not None  # negotiate_media raises for bulk data
-            assert keys.series_uid is not None
-            assert keys.instance_uid is not None
-            location = (f"{base_url(request, self.prefix)}/"
-                        f"{instance_path(keys.study_uid, keys.series_uid, keys.instance_uid)}"
-                        f"/bulkdata/{request.path_params['tags']}")
-            return await media_response(media, form, rendered=False,
-                                        range_header=request.headers.get("range"),
-                                        location=location)
+            return await self._media_answer(request, keys, media,
+                                            f"bulkdata/{request.path_params['tags']}")
         wanted = negotiate_pixels(_accept(request))
         bulk = await self._pixels.bulkdata(self.pacs, keys, tag_path, wanted)
         if isinstance(bulk, list):  # compressed pixel data: its frames

@@ -26,13 +26,13 @@ import queue
 import select
 import socket
 import ssl
-import threading
 import time
 from typing import Any
 
-import pynetdicom
 from pynetdicom import dul as pynetdicom_dul
 from pynetdicom.pdu import A_ABORT_RQ
+
+from dicomweb_gw.pacs.patching import PynetdicomPatch
 
 __all__ = ["MAX_WAIT", "WakingQueue", "install", "installed"]
 
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Longest wait without an event: how late an expired ARTIM timer is noticed.
 MAX_WAIT = 0.05
-#: The pynetdicom versions whose ``DULServiceProvider.run_reactor`` this copies.
-_SUPPORTED = ("3.0.",)
-
-_lock = threading.Lock()
-_installed = False
 
 
 class _Waker:
@@ -93,43 +88,35 @@ class WakingQueue(queue.Queue[Any]):
         self._waker.wake()
 
 
-def installed() -> bool:
-    """Whether the DUL reactors of associations opened from now on wait for events."""
-    return _installed
+def _apply() -> None:
+    """Every DUL built from now on waits on its socket and a waker instead of polling."""
+    provider = pynetdicom_dul.DULServiceProvider
+    original_init = provider.__init__
+    original_kill = provider.kill_dul
+
+    def __init__(self: Any, assoc: Any) -> None:
+        original_init(self, assoc)
+        waker = _Waker()
+        self._gw_waker = waker
+        self.event_queue = WakingQueue(waker)
+        self.to_provider_queue = WakingQueue(waker)
+
+    def kill_dul(self: Any) -> None:
+        original_kill(self)
+        waker = getattr(self, "_gw_waker", None)
+        if waker is not None:
+            waker.wake()
+
+    provider.__init__ = __init__  # type: ignore[method-assign]
+    provider.kill_dul = kill_dul  # type: ignore[method-assign]
+    provider.run_reactor = _run_reactor  # type: ignore[method-assign]
 
 
-def install() -> bool:
-    """Patch pynetdicom's DUL (once); False if its version is not one this was written for."""
-    global _installed
-    with _lock:
-        if _installed:
-            return True
-        if not pynetdicom.__version__.startswith(_SUPPORTED):
-            log.info("pynetdicom %s: its DUL reactor keeps polling (the event-driven one is "
-                     "written for %s)", pynetdicom.__version__, ", ".join(_SUPPORTED))
-            return False
-        provider = pynetdicom_dul.DULServiceProvider
-        original_init = provider.__init__
-        original_kill = provider.kill_dul
-
-        def __init__(self: Any, assoc: Any) -> None:
-            original_init(self, assoc)
-            waker = _Waker()
-            self._gw_waker = waker
-            self.event_queue = WakingQueue(waker)
-            self.to_provider_queue = WakingQueue(waker)
-
-        def kill_dul(self: Any) -> None:
-            original_kill(self)
-            waker = getattr(self, "_gw_waker", None)
-            if waker is not None:
-                waker.wake()
-
-        provider.__init__ = __init__  # type: ignore[method-assign]
-        provider.kill_dul = kill_dul  # type: ignore[method-assign]
-        provider.run_reactor = _run_reactor  # type: ignore[method-assign]
-        _installed = True
-        return True
+_PATCH = PynetdicomPatch("the event-driven DUL reactor", _apply)
+#: Patch pynetdicom's DUL (once); False if its version is not one this was written for.
+install = _PATCH.install
+#: Whether the DUL reactors of associations opened from now on wait for events.
+installed = _PATCH.installed
 
 
 def _wait(dul: Any) -> None:

@@ -17,28 +17,25 @@ from __future__ import annotations
 import logging
 import re
 import struct
-import threading
 from typing import Any
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from dicomweb_gw.pacs.patching import PynetdicomPatch
+
 __all__ = ["encode", "install", "installed"]
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED = ("3.0.",)
 _UID = re.compile(r"[0-9.]{1,64}\Z")
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
 #: Message Control Header: a command, its last (here only) fragment (PS3.8 E.2).
 _LAST_COMMAND_FRAGMENT = b"\x03"
 
-_lock = threading.Lock()
-_installed = False
 
 
 def encode(primitive: Any) -> bytes | None:
@@ -66,35 +63,29 @@ def encode(primitive: Any) -> bytes | None:
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
-def installed() -> bool:
-    return _installed
+def _apply() -> None:
+    """Plain C-STORE responses are written with ``encode``."""
+    original = DIMSEServiceProvider.send_msg
+
+    def send_msg(self: Any, primitive: Any, context_id: int) -> None:
+        command = encode(primitive)
+        limit = self.maximum_pdu_size
+        if (command is None or (limit and len(command) + 6 > limit)
+                or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            original(self, primitive, context_id)
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append(
+            (context_id, _LAST_COMMAND_FRAGMENT + command))
+        self.dul.send_pdu(pdata)
+
+    DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
 
 
-def install() -> bool:
-    """Patch pynetdicom (once); False if its version is not one this was written for."""
-    global _installed
-    with _lock:
-        if _installed:
-            return True
-        if not pynetdicom.__version__.startswith(_SUPPORTED):
-            return False
-        original = DIMSEServiceProvider.send_msg
-
-        def send_msg(self: Any, primitive: Any, context_id: int) -> None:
-            command = encode(primitive)
-            limit = self.maximum_pdu_size
-            if (command is None or (limit and len(command) + 6 > limit)
-                    or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
-                original(self, primitive, context_id)
-                return
-            pdata = P_DATA()
-            pdata.presentation_data_value_list.append(
-                (context_id, _LAST_COMMAND_FRAGMENT + command))
-            self.dul.send_pdu(pdata)
-
-        DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-        _installed = True
-        return True
+_PATCH = PynetdicomPatch("the plain C-STORE response", _apply)
+#: Patch pynetdicom (once); False if its version is not one this was written for.
+install = _PATCH.install
+installed = _PATCH.installed
 
 
 def _element(element: int, value: bytes) -> bytes:
