@@ -72,9 +72,10 @@ class ViewerPath:
         return None if self.purge is None else f"{self.purge}/{study_uid}"
 
 
-def ohif_app(dist: Path, root: str, upstream: str) -> Starlette:
-    """OHIF's files with a same-origin data source at ``root``, forwarded to ``upstream``."""
-    app_config = render_app_config(root)
+def ohif_app(dist: Path, root: str, upstream: str, app_config: str | None = None) -> Starlette:
+    """OHIF's files with a same-origin data source at ``root``, forwarded to ``upstream``;
+    ``app_config``: another ``app-config.js`` than the e2e harness's for ``root``."""
+    app_config = render_app_config(root) if app_config is None else app_config
 
     async def config(request: Request) -> Response:
         return Response(app_config, media_type="text/javascript",
