@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "Forbidden",
     "GatewayError",
     "NotAcceptable",
     "NotFound",
@@ -31,6 +32,10 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status_code = 400
+
+
+class Forbidden(GatewayError):
+    status_code = 403
 
 
 class NotFound(GatewayError):

@@ -83,6 +83,10 @@ class RetrieveReport:
     failed: int = 0
     #: Instances that reached the gateway.
     received: int = 0
+    #: While it runs, the instances it will bring, when known: the listing of a split
+    #: retrieve, or what arrived plus what the PACS's Pending responses say remains.
+    #: For the status page; completeness goes by the final counts above.
+    expected: int | None = None
 
     @property
     def complete(self) -> bool:

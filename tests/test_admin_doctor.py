@@ -365,6 +365,12 @@ def test_admin_endpoint_lists_findings_and_probes_with_the_admin_scope(
                                                     "findings": [], "settings": {}}}}
         assert client.post(f"/admin/pacs/{NODE}/probe", headers=write).status_code == 403
         assert client.post("/admin/pacs/elsewhere/probe", headers=admin).status_code == 404
+        # A browser logged in by Basic auth, led to post here by another web site.
+        for browser in ({"sec-fetch-site": "cross-site"}, {"origin": "https://elsewhere.example"},
+                        {"origin": "null"}):
+            refused = client.post(f"/admin/pacs/{NODE}/probe", headers={**admin, **browser})
+            assert refused.status_code == 403, browser
+            assert "another web site" in refused.text
 
         response = client.post(f"/admin/pacs/{NODE}/probe", headers=admin)
         assert response.status_code == 200, response.text

@@ -14,7 +14,7 @@ import pytest
 from dicomweb_gw.app import create_app
 from dicomweb_gw.http import csrf
 from dicomweb_gw.http.auth import binding
-from dicomweb_gw.http.csrf import CsrfTokens
+from dicomweb_gw.http.csrf import CsrfTokens, from_another_site
 from dicomweb_gw.settings import Settings, load_settings
 
 ADMIN_KEY = "adm1n-0123456789abcdef"
@@ -137,3 +137,19 @@ def test_the_snapshots_token_passes_as_header_and_as_form_field(app: Any) -> Non
     # A plain form post goes back to the page.
     assert as_form.status_code == 303
     assert as_form.headers["location"] == "../../../../status"
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, False),  # a script: neither header
+    ({"sec-fetch-site": "same-origin"}, False),
+    ({"sec-fetch-site": "none"}, False),  # typed into the address bar
+    ({"sec-fetch-site": "same-site"}, True),  # another port or subdomain is another origin
+    ({"sec-fetch-site": "cross-site", "origin": "http://gw:8080", "host": "gw:8080"}, True),
+    ({"origin": "http://gw:8080", "host": "gw:8080"}, False),
+    ({"origin": "https://evil.example", "host": "gw:8080"}, True),
+    ({"origin": "null", "host": "gw:8080"}, True),
+    ({"origin": "https://pacs.example", "host": "gw:8080",
+      "x-forwarded-host": "pacs.example"}, False),
+])
+def test_from_another_site(headers: dict[str, str], expected: bool) -> None:
+    assert from_another_site(headers) is expected

@@ -22,9 +22,9 @@ import pytest
 
 from cluster_fixtures import RedisServer, running_replicas
 from corpus import Corpus
-from dicomweb_gw.dicomweb.flights import FlightTable, Landed
+from dicomweb_gw.dicomweb.flights import FlightTable, Landed, flying
 from dicomweb_gw.errors import PacsUnavailable
-from dicomweb_gw.model import CachedInstance, RetrieveKeys
+from dicomweb_gw.model import CachedInstance, RetrieveKeys, RetrieveReport
 from dicomweb_gw.settings import load_settings
 from dicomweb_gw.settings.registry import GATEWAY_SETTINGS
 from dicomweb_gw.settings.summary import settings_summary
@@ -256,6 +256,10 @@ def test_retrieve_in_flight_is_listed_and_cancellable(
         assert set(flight) == RETRIEVE_KEYS
         assert (flight["node"], flight["level"], flight["study"]) == ("quirky", "STUDY", study)
         assert (flight["received"], flight["waiters"], flight["prefetch"]) == (0, 1, False)
+        # Its size comes from the PACS's Pending responses (not from a listing: one request).
+        in_study = len(studies[0].paths)
+        snapshot = _wait_for(client, lambda s: [r["expected"] for r in s["retrieves"]]
+                             == [in_study], f"{in_study} instances expected")
         assert _post(client, "/admin/retrieves/r-0/cancel", snapshot["csrf_token"]
                      ).status_code == 404
         # Cancelled once the PACS has the C-GET, so that there is something to C-CANCEL.
@@ -330,6 +334,10 @@ def test_cancel_ends_every_waiter_with_the_admin_error() -> None:
     async def produce(keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
         handle = CachedInstance(study, "1.2.3.1", "1.2.3.1.1", "1.2.840.10008.5.1.4.1.1.2",
                                 "1.2.840.10008.1.2.1", Path("/nonexistent"), 1234)
+        flight = flying()  # as InstanceSource's producer shows its PACS's counts
+        assert flight is not None
+        assert flight.keys == keys
+        flight.progress = RetrieveReport()
         yield Landed(study, "1.2.3.1", "1.2.3.1.1", handle)
         started.set()
         await asyncio.sleep(3600)  # a PACS that takes its time
@@ -352,6 +360,10 @@ def test_cancel_ends_every_waiter_with_the_admin_error() -> None:
         assert flight.expected is None
         flight.expect({"1.2.3.1": frozenset({"1.2.3.1.1", "1.2.3.1.2"})})
         assert flight.expected == 2
+        flight.manifest = None
+        assert flight.progress is not None  # the producer ran in the flight's task
+        flight.progress.expected = 7  # as the PACS's Pending responses say
+        assert flight.expected == 7
         assert table.cancel("r-nosuch") is None
         assert table.cancel(flight.id) is flight
         errors = await asyncio.gather(*waiters)

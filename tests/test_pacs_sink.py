@@ -95,3 +95,25 @@ def test_a_retrieve_split_over_several_c_gets_adds_up_their_counts() -> None:
     assert report == RetrieveReport(succeeded=True, reported=5, failed=0, received=5)
     sink.finished(reported=None, failed=0)  # a PACS that left the counts out of one
     assert report.reported is None
+
+
+def test_pending_responses_tell_how_many_instances_to_expect() -> None:
+    """What the status page shows as "expected" for a retrieve in one request."""
+    report = RetrieveReport()
+    sink = InstanceSink(Taken(), report)  # type: ignore[arg-type]
+    sink.pending(None)  # NumberOfRemainingSuboperations is optional (PS3.4 C.4.2.1.6)
+    assert report.expected is None
+    sink.pending(5)
+    assert report.expected == 5
+    sink.deliver(INSTANCE)
+    sink.pending(4)  # one arrived, four left
+    assert report.expected == 5
+    # The next request of a retrieve in several (one per group of series) counts afresh.
+    sink.pending(3)
+    assert report.expected == 5
+    sink.deliver(INSTANCE)
+    sink.pending(6)
+    assert report.expected == 8
+    sink.expect(12)  # a listing says so
+    assert report.expected == 12
+    InstanceSink(Taken()).pending(3)  # type: ignore[arg-type]  # no report: nothing to fill

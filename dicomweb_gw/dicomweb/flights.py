@@ -25,15 +25,32 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomweb_gw.errors import PacsUnavailable
-from dicomweb_gw.model import CachedInstance, InstanceHandle, MemoryInstance, RetrieveKeys
+from dicomweb_gw.model import (
+    CachedInstance,
+    InstanceHandle,
+    MemoryInstance,
+    RetrieveKeys,
+    RetrieveReport,
+)
 
-__all__ = ["Fetch", "Flight", "FlightCoordinator", "FlightTable", "Landed", "Producer"]
+__all__ = ["Fetch", "Flight", "FlightCoordinator", "FlightTable", "Landed", "Producer", "flying"]
 
 log = logging.getLogger(__name__)
+
+#: The flight whose task this is. A producer runs inside it and shows its progress
+#: there (``Flight.progress``), without every producer (the cluster's wrapper, the
+#: tests' stand-ins) taking the flight as a parameter.
+_flying: ContextVar[Flight | None] = ContextVar("dicomweb_gw_flying", default=None)
+
+
+def flying() -> Flight | None:
+    """The flight the calling producer runs for; None outside a flight's task."""
+    return _flying.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,8 @@ class Flight:
     prefetch: bool = False
     #: Why an administrator cancelled it: what every waiter is told.
     cancelled_by: BaseException | None = None
+    #: What its PACS retrieve has said so far, when its producer shows it.
+    progress: RetrieveReport | None = None
 
     @property
     def joinable(self) -> bool:
@@ -98,10 +117,10 @@ class Flight:
 
     @property
     def expected(self) -> int | None:
-        """Instances the retrieve will bring, when its manifest says."""
-        if self.manifest is None:
-            return None
-        return sum(len(uids) for uids in self.manifest.values())
+        """Instances the retrieve will bring, when its manifest or the PACS says."""
+        if self.manifest is not None:
+            return sum(len(uids) for uids in self.manifest.values())
+        return None if self.progress is None else self.progress.expected
 
     def covers(self, keys: RetrieveKeys) -> bool:
         """Will this flight bring every instance ``keys`` asks for?"""
@@ -218,6 +237,7 @@ class FlightTable:
             flight.task.cancel()
 
     async def _fly(self, flight: Flight, producer: Producer) -> None:
+        _flying.set(flight)  # this task's own context: seen by the producer only
         try:
             async with aclosing(producer(flight.keys)) as instances:
                 async for item in instances:

@@ -18,7 +18,13 @@ from pydicom.dataset import Dataset
 
 from dicomweb_gw.cache.protocol import CachedInstance, CacheFull, InstanceStore, InvalidInstance
 from dicomweb_gw.codecs.part10 import part10_chunks
-from dicomweb_gw.dicomweb.flights import FlightCoordinator, FlightTable, Landed, Producer
+from dicomweb_gw.dicomweb.flights import (
+    FlightCoordinator,
+    FlightTable,
+    Landed,
+    Producer,
+    flying,
+)
 from dicomweb_gw.dicomweb.prefetch import Prefetcher
 from dicomweb_gw.errors import NotFound, PacsError, PacsFailure
 from dicomweb_gw.model import MemoryInstance, RetrievedInstance, RetrieveKeys, RetrieveReport
@@ -99,6 +105,8 @@ class InstanceSource:
 
         async def produce(flight_keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
             report = RetrieveReport()
+            if (flight := flying()) is not None:
+                flight.progress = report  # the status page's "expected"
             landed: list[Landed] = []
             async with aclosing(pacs.retrieve(flight_keys, report=report)) as retrieved:
                 async for instance in retrieved:

@@ -23,16 +23,19 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 from dicomweb_gw.settings import Settings
 
-__all__ = ["CSRF_MESSAGE", "MAX_AGE", "CsrfTokens"]
+__all__ = ["CROSS_SITE_MESSAGE", "CSRF_MESSAGE", "MAX_AGE", "CsrfTokens", "from_another_site"]
 
 #: How long a token is accepted after it was issued (seconds).
 MAX_AGE = 4 * 3600
 #: What a POST without a valid token is told.
 CSRF_MESSAGE = "missing or invalid CSRF token; reload the status page"
+#: What a POST a browser made for another web site is told.
+CROSS_SITE_MESSAGE = "refused: this request was made by another web site"
 #: A token "issued" this far in the future still passes (clocks of replicas differ).
 _SKEW = 300
 
@@ -72,3 +75,23 @@ class CsrfTokens:
         key = hmac.new(self._secret, binding.encode(), hashlib.sha256).digest()
         digest = hmac.new(key, issued.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def from_another_site(headers: Mapping[str, str]) -> bool:
+    """Whether a browser says another web site made this request.
+
+    For POSTs an API client makes (a script with a bearer token sends neither
+    header) but a browser could also be led to make with credentials it holds
+    (HTTP Basic, or none with authentication off): ``Sec-Fetch-Site`` where the
+    browser sends it (every current one), else an ``Origin`` other than the
+    ``Host`` (or the ``X-Forwarded-Host`` a proxy in front set). ``Origin: null``
+    (a sandboxed or file page) counts as another site.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    hosts = {headers.get("host", ""), *headers.get("x-forwarded-host", "").split(",")}
+    return urlsplit(origin.strip()).netloc not in {host.strip() for host in hosts if host.strip()}

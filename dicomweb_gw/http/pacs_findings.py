@@ -9,8 +9,11 @@ The probe blocks (pynetdicom) for seconds, so it runs in a thread; one probe
 per node at a time (a second request waits for the first and probes again).
 Before probing, the node's client releases its pooled associations: a PACS
 that limits associations per calling AE would otherwise count ours against
-the probe. C-MOVE samples land on the gateway's own storage SCP. The POST
-needs the write scope when authentication is on (``auth.py``: by method).
+the probe. C-MOVE samples land on the gateway's own storage SCP. Both need the
+admin scope when authentication is on (``auth.py``). The POST takes no CSRF
+token (scripts call it), so one a browser made for another web site is refused
+with 403 (``csrf.from_another_site``): a browser logged in by Basic auth would
+otherwise send its credential with it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomweb_gw.dicomweb.dicomjson import dumps
-from dicomweb_gw.errors import NotFound
+from dicomweb_gw.errors import Forbidden, NotFound
+from dicomweb_gw.http.csrf import CROSS_SITE_MESSAGE, from_another_site
 from dicomweb_gw.pacs.probe import probe_node
 from dicomweb_gw.pacs.probe_findings import ProbeReport, load_report, save_report
 from dicomweb_gw.pacs.probe_target import ProbeTarget
@@ -54,6 +58,8 @@ def pacs_findings_routes(*, settings: Settings, clients: Mapping[str, PacsClient
         return Response(dumps(body), media_type="application/json")
 
     async def probe(request: Request) -> Response:
+        if from_another_site(request.headers):
+            raise Forbidden(CROSS_SITE_MESSAGE)
         name = request.path_params["pacs"]
         node = nodes.get(name)
         if node is None:

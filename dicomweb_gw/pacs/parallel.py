@@ -142,6 +142,7 @@ class ParallelRetriever:
         if not worth_splitting(len(listing.instances), parts) or len(plans) > 1:
             self._retriever.retrieve(keys, sink, holdings)
             return
+        sink.expect(len(listing.instances))
         units = plan_units(listing.instances, parts)
         plan = plans[0] if plans else None
         run = Run(keys, units, sink.channel, listing, "C-GET" if plan else "C-MOVE")

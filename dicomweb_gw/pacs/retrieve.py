@@ -340,6 +340,8 @@ class Retriever:
             watch.heard()
             code = int(status.Status)
             if code in PENDING:
+                remaining = status.get("NumberOfRemainingSuboperations")
+                sink.pending(None if remaining is None else int(remaining))
                 continue
             if sink.channel.cancelled:
                 return  # the client left; whatever the PACS says no one reads it

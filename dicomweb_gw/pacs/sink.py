@@ -62,6 +62,21 @@ class InstanceSink:
             self._arrival.notify_all()
         return STORE_SUCCESS
 
+    def expect(self, count: int) -> None:
+        """The retrieve will bring ``count`` instances (a listing said so)."""
+        if self.report is not None:
+            self.report.expected = count
+
+    def pending(self, remaining: int | None) -> None:
+        """A Pending response said ``remaining`` sub-operations are left (PS3.4
+        C.4.2.1.6: optional, so None when the PACS left it out)."""
+        report = self.report
+        if report is None or remaining is None:
+            return
+        with self._arrival:
+            # Never down: a retrieve done in several requests counts one at a time.
+            report.expected = max(report.expected or 0, self.received + remaining)
+
     def finished(self, *, reported: int | None, failed: int) -> None:
         """A final Success, with its counts, for the caller's completeness check.
 
