@@ -21,6 +21,7 @@ from dicomweb_gw.codecs.mediatypes import is_native_syntax
 from dicomweb_gw.codecs.photometric import native_photometric
 from dicomweb_gw.codecs.video import is_video_syntax
 from dicomweb_gw.dicomweb.dicomjson import to_dicom_json
+from dicomweb_gw.dicomweb.raw_json import plain_vr
 from dicomweb_gw.errors import BadRequest
 
 __all__ = ["BULK_THRESHOLD", "bulk_uri_path", "instance_metadata", "tag_path_from_uri"]
@@ -116,6 +117,9 @@ def _take_bulk(dataset: Dataset, prefix: TagPath, bulk: list[tuple[TagPath, str]
             # Group lengths describe one encoding of the file, not the instance.
             del dataset[tag]
             continue
+        raw = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is not None and plain_vr(raw):
+            continue  # text or numbers, read whole: neither bulk nor a sequence (not decoded)
         try:
             vr = _bulk_vr(dataset, tag)
             if vr is None and not prefix and tag == _ENCAPSULATED_DOCUMENT:
