@@ -46,7 +46,7 @@ from dicomweb_gw.pacs.associations import Associations, NoContextAccepted
 from dicomweb_gw.pacs.cancelling import Stopper
 from dicomweb_gw.pacs.failures import Failures
 from dicomweb_gw.pacs.find import Finder, identifier_for, query_model
-from dicomweb_gw.pacs.holdings import discover_holdings
+from dicomweb_gw.pacs.holdings import HoldingsFinder
 from dicomweb_gw.pacs.retrieve_watch import RetrieveWatch
 from dicomweb_gw.pacs.sink import InstanceSink
 from dicomweb_gw.pacs.sockets import FAST_POLL_HANDLER
@@ -82,6 +82,7 @@ class Retriever:
         self._ae_title = ae_title
         self._associations = associations
         self._finder = finder
+        self._holdings = HoldingsFinder(finder)
         self._failures = failures
         self._message_id = message_id
         self._receiver = receiver
@@ -132,7 +133,7 @@ class Retriever:
     def _get(self, keys: RetrieveKeys, sink: InstanceSink,
              holdings: Mapping[str, contexts.Holdings] | None) -> None:
         if holdings is None:
-            holdings = discover_holdings(self._finder, keys)
+            holdings = self._holdings.discover(keys)
         for plan in contexts.get_plans(holdings, compressed=self._node.compressed):
             parts = [RetrieveKeys(keys.study_uid, series_uid) for series_uid in plan.series_uids]
             assoc = self.open_get(plan, sink.on_store)
