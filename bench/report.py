@@ -303,6 +303,17 @@ TARGETS = [
            "measured; ratio to OHIF's default (non-progressive) path",
            tuple((f"ohif_progressive.{network}", "progressive: HTJ2K RPCL, byte ranges")
                  for network in ("loopback", "link", "slow")), math.inf, at_least=False),
+    # Issue #18: HTJ2K encoding, HTTP revalidation, compressed metadata.
+    Target("HTJ2K frame encode (issue #18)",
+           "<= 0.1x the JPEG 2000 lossless encoder's time (10x faster)",
+           (("htj2k.encode", "HTJ2K lossless (OpenJPH, imagecodecs)"),
+            ("htj2k.encode", "HTJ2K lossless RPCL + TLM (OpenJPH)")), 0.1, at_least=False),
+    Target("304 revalidation of a warm frame (issue #18)",
+           "<= 0.05x a full warm frame answer's time (20x faster)",
+           tuple((f"http_caching.revalidation.{network}", "revalidation (304)")
+                 for network in ("loopback", "link", "slow_link")), 0.05, at_least=False),
+    Target("600-instance series metadata, gzip (issue #18)", "<= 0.2x the bytes (5x fewer)",
+           (("http_caching.metadata_600.bytes", "gzip"),), 0.2, at_least=False),
     Target("QIDO latency, 1,000 studies", "<= 1.5x Orthanc's",
            tuple((f"qido_mix.{key}", "gateway -> Orthanc")
                  for key in ("patient_id", "patient_name", "study_date", "modality", "list")),

@@ -9,6 +9,9 @@ References, for the 100-instance CT study:
 
 * ``getscu``: one C-GET association, instances written to a folder; the
   fastest DIMSE retrieve there is (C++, no second association).
+* ``plain pynetdicom C-GET``: a stock pynetdicom C-GET in its own process
+  (``plain_pynetdicom.py``), every instance kept in memory and nothing else
+  done: the floor of a Python DIMSE receive, under the gateway's cold figures.
 * ``movescu -> storescp``: the same with C-MOVE, as the gateway does it
   against dcmqrscp: the PACS opens a second association to a storescp that
   is already listening. The PACS must know storescp's AE title: a second
@@ -28,7 +31,10 @@ retrieves are left out: they never reach the PACS, so never cross the link.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +52,7 @@ from pacs_fixtures import LOOPBACK, RunningPacs, free_port
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 STORESCP_AE_TITLE = "BENCH_STORESCP"
+PLAIN = "plain pynetdicom C-GET (nothing kept)"
 STUDY_INSTANCES = 100
 LINK_DELAY_MS = 10
 # Move destinations behind the link: AE titles of their own, since Orthanc finds a
@@ -91,6 +98,21 @@ def _movescu(pacs: RunningPacs, study_uid: str, folder: Path,
     return lambda: tool_transfer(command, folder, STUDY_INSTANCES)
 
 
+def _plain_pynetdicom(pacs: RunningPacs, study_uid: str) -> Callable[[], Transfer]:
+    """A stock pynetdicom C-GET in its own process, timed inside it (plain_pynetdicom.py)."""
+    command = [sys.executable, str(Path(__file__).with_name("plain_pynetdicom.py")),
+               pacs.host, str(pacs.port), pacs.ae_title, study_uid]
+
+    def run() -> Transfer:
+        done = subprocess.run(command, check=True, capture_output=True, text=True,
+                              env=dict(os.environ, TCP_NODELAY="1"))
+        timed = json.loads(done.stdout)
+        assert timed["instances"] == STUDY_INSTANCES, timed
+        return Transfer(timed["first_s"], timed["total_s"], timed["bytes"])
+
+    return run
+
+
 def _cold(gateway: GatewayProcess, node: str, study_uid: str) -> Callable[[], Transfer]:
     return lambda: stream_get(f"{gateway.dicomweb(node)}/studies/{study_uid}",
                               purge=f"{gateway.url}/pacs/{node}/cache/studies/{study_uid}")
@@ -111,6 +133,7 @@ def test_study_retrieve(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: 
             "movescu -> storescp": transfer_stats(
                 _movescu(references.dcmqrscp_for_movescu, uid, storescp_dir), RUNS),
             "getscu": transfer_stats(_getscu(dcmqrscp_pacs, uid, getscu_dir), RUNS),
+            PLAIN: transfer_stats(_plain_pynetdicom(dcmqrscp_pacs, uid), RUNS),
         },
         "Orthanc": {
             "gateway, C-GET": transfer_stats(cold("orthanc"), RUNS),
@@ -118,6 +141,7 @@ def test_study_retrieve(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: 
             "movescu -> storescp": transfer_stats(
                 _movescu(orthanc_pacs, uid, storescp_dir), RUNS),
             "getscu": transfer_stats(_getscu(orthanc_pacs, uid, getscu_dir), RUNS),
+            PLAIN: transfer_stats(_plain_pynetdicom(orthanc_pacs, uid), RUNS),
         },
         "warm": {
             "gateway, from its cache": transfer_stats(
@@ -155,7 +179,10 @@ def test_study_retrieve(gateway: GatewayProcess, corpus: Corpus, dcmqrscp_pacs: 
                 "Cold runs purge the gateway's cache first, so the study comes from the PACS "
                 "over DIMSE and is written to the cache on the way.",
                 "The DCMTK tools are timed from process start to exit, the first instance as "
-                "the first file in their output folder."],
+                "the first file in their output folder.",
+                f"{PLAIN}: stock pynetdicom in its own process, timed from the association "
+                "request to its release (not the interpreter's start), the instances kept in "
+                "memory; its bytes are the data sets without the Part 10 header."],
          raw=runs)
 
 
