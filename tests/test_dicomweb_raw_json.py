@@ -136,7 +136,7 @@ def _raw_dataset(tag: int, vr: str, value: bytes, *, implicit: bool,
 ])
 def test_byte_level_cases_give_pydicoms_json(raw: bytes, vr: str, tag: int) -> None:
     for implicit in (False, True):
-        for charset in (None, "ISO_IR 100", "ISO_IR 192"):
+        for charset in (None, "ISO_IR 100", "ISO_IR 192", "ISO_IR 999"):  # 999: unknown
             expected = _pydicoms(_raw_dataset(tag, vr, raw, implicit=implicit,
                                               charset=charset))
             fast = _raw_dataset(tag, vr, raw, implicit=implicit, charset=charset)

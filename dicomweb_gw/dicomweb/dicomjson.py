@@ -73,7 +73,10 @@ def _json_dataset(dataset: Dataset) -> dict[str, Any]:
     def character_set() -> list[str]:
         nonlocal encodings
         if encodings is None:  # once per data set, and only for text that depends on it
-            found = dataset._character_set  # what pydicom itself decodes this data set with
+            try:
+                found = dataset._character_set  # what pydicom itself decodes it with
+            except Exception:  # a malformed (0008,0005): pydicom's path decides, as before
+                found = []
             encodings = [found] if isinstance(found, str) else list(found)
         return encodings
 

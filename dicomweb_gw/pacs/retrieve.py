@@ -342,7 +342,8 @@ class Retriever:
             code = int(status.Status)
             if code in PENDING:
                 remaining = status.get("NumberOfRemainingSuboperations")
-                sink.pending(None if remaining is None else int(remaining))
+                # Optional, and a quirky PACS may send it empty or odd: only a count counts.
+                sink.pending(remaining if isinstance(remaining, int) else None)
                 continue
             if sink.channel.cancelled:
                 return  # the client left; whatever the PACS says no one reads it
