@@ -95,7 +95,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
                             "WindowCenter": ["40", "", "300"], "OtherPatientIDs": ["", "B"],
                             "PatientAge": "", "InstanceNumber": ""}, None),
     "text padding": ({"StudyDescription": " Chest  ", "Modality": "CT ",
-                      "StationAET": "  AE1 ", "RetrieveURL": "http://pacs/x  ",
+                      "StationAETitle": "  AE1 ", "RetrieveURL": "http://pacs/x  ",
                       "StudyComments": "line one\\ with a backslash  "}, None),
     "latin-1": ({"InstitutionName": "Hôpital Sainte-Anne", "StudyDescription": "Crâne"},
                 "ISO_IR 100"),
