@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -284,15 +284,19 @@ def test_valid_rsa_and_ec_tokens_are_let_in(oidc_app: Any, rsa_key: Any, ec_key:
     assert jwks.requests == 1  # the keys are cached
 
 
+# Times are taken when the test runs, not when it is collected: in a suite of 20+
+# minutes, an nbf 600 s after collection had passed by the time the test ran.
 @pytest.mark.parametrize("claims", [
-    {"exp": int(time.time()) - 120},           # expired beyond the leeway
-    {"nbf": int(time.time()) + 600},           # not yet valid
-    {"aud": "some-other-service"},
-    {"iss": "https://evil.example.org"},
-    {"exp": None},                              # exp is required
-])
-def test_bad_claims_are_401(oidc_app: Any, rsa_key: Any, claims: dict[str, Any]) -> None:
-    response = _call(oidc_app, "GET", READ, _bearer(_token(rsa_key, **claims)))
+    lambda now: {"exp": now - 120},           # expired beyond the leeway
+    lambda now: {"nbf": now + 600},           # not yet valid
+    lambda now: {"aud": "some-other-service"},
+    lambda now: {"iss": "https://evil.example.org"},
+    lambda now: {"exp": None},                # exp is required
+], ids=["expired", "not-yet-valid", "audience", "issuer", "no-exp"])
+def test_bad_claims_are_401(oidc_app: Any, rsa_key: Any,
+                            claims: Callable[[int], dict[str, Any]]) -> None:
+    token = _token(rsa_key, **claims(int(time.time())))
+    response = _call(oidc_app, "GET", READ, _bearer(token))
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
