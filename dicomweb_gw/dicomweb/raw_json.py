@@ -13,7 +13,7 @@ present) and the same numbers (``jsonrep.convert_to_python_number``). ``None``
 means "ask pydicom": PN, AT, SQ, binary and UN values, big endian, a value with an
 ISO 2022 escape, one that does not decode, a number that does not parse or is not
 finite. ``tests/test_dicomweb_raw_json.py`` compares the result with pydicom's on
-every file pydicom ships and on the test corpus.
+every file pydicom ships and on values built for each rule.
 """
 
 from __future__ import annotations

@@ -87,11 +87,9 @@ def study_sop_classes(finder: Finder, keys: RetrieveKeys) -> list[str] | None:
         log.debug("SOP Classes in Study of %s on '%s' failed: %s", keys.study_uid,
                   finder.node.name, exc)
         return None
-    classes: dict[str, None] = {}
+    classes: dict[str, None] = {}  # in order, each once
     for answer in answers:
-        value = answer.get("SOPClassesInStudy")
-        values = value if isinstance(value, MultiValue | list) else [value]
-        classes.update((str(uid), None) for uid in values if uid)
+        classes.update(dict.fromkeys(_uids(answer.get("SOPClassesInStudy"))))
     return list(classes)
 
 
@@ -148,7 +146,11 @@ def _stored_syntaxes(answer: Dataset) -> set[str]:
     """Available Transfer Syntax UID, or the (0002,0010) some PACS put in C-FIND answers."""
     syntaxes: set[str] = set()
     for tag in (_AVAILABLE_TRANSFER_SYNTAX_UID, _TRANSFER_SYNTAX_UID):
-        value = answer[tag].value if tag in answer else None
-        values = value if isinstance(value, MultiValue | list) else [value]
-        syntaxes.update(str(syntax) for syntax in values if syntax)
+        syntaxes.update(_uids(answer[tag].value if tag in answer else None))
     return syntaxes
+
+
+def _uids(value: object) -> list[str]:
+    """The non-empty UIDs of an element's value, one or several (or none)."""
+    values = value if isinstance(value, MultiValue | list) else [value]
+    return [str(uid) for uid in values if uid]
