@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 from dicomweb_gw.pacs import round_trips
 from multipart_helpers import parse_multipart
 from quirky_pacs import quirky_gateway
+from test_pacs_parallel import busy_first_moment
 from testdata import pydicom_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,8 +51,10 @@ def _retrieve(url: str, count: int) -> None:
 
 @pytest.mark.parametrize("retrieve", ["c-get", "c-move"])
 def test_on_a_fast_link_a_study_is_one_request_with_no_listing(
-        tmp_path: Path, retrieve: str) -> None:
-    """Loopback: round trips well under ``retrieve_split_above`` (5 ms)."""
+        tmp_path: Path, retrieve: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback: round trips well under ``retrieve_split_above`` (5 ms), though the
+    first one timed reads 50 ms, as on a busy machine (it did once in CI)."""
+    busy_first_moment(monkeypatch)
     study_uid, paths = _study(tmp_path / "data")
     with quirky_gateway(tmp_path, paths, retrieve=retrieve) as setup:
         _retrieve(f"{setup.gateway.dicomweb()}/studies/{study_uid}", len(paths))

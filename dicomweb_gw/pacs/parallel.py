@@ -175,12 +175,12 @@ class ParallelRetriever:
 
     def _link_bound(self) -> bool:
         """Whether round trips, not the gateway's CPU, bound a retrieve from the node
-        (``parallel_plan.link_bound``). With none timed yet, one is now (an
-        association opened and released: once per node)."""
+        (``parallel_plan.link_bound``). With none timed yet, some are now
+        (associations opened and released: once per node)."""
         split_above = self._node.retrieve_split_above
         times = self._associations.round_trips
         if split_above > 0 and times.best is None:
-            self._associations.measure()
+            self._associations.measure(under=split_above)
         bound = link_bound(times.best, split_above)
         if not bound:
             log.debug("PACS '%s': round trip %.1f ms (under retrieve_split_above, %g s): one "
