@@ -54,6 +54,22 @@ def test_listed_origin_gets_preflight_with_authorization(tmp_path: Path) -> None
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_viewer_on_another_origin_can_revalidate_and_read_what_it_needs(
+        tmp_path: Path) -> None:
+    """A script that revalidates (``If-None-Match``) or passes a request id is
+    preflighted; the answer's ETag, Accept-Ranges, Content-Range, Warning and request
+    id are unreadable to it unless exposed (none of them is CORS-safelisted)."""
+    env = {"DICOMWEB_GW_CORS_ORIGINS": VIEWER}
+    preflight = _get(tmp_path, env, "OPTIONS", "/dicom-web/studies", {
+        "Origin": VIEWER, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "if-none-match, x-request-id"})
+    assert preflight.status_code == 200, preflight.text
+    simple = _get(tmp_path, env, "GET", "/healthz", {"Origin": VIEWER})
+    exposed = {h.strip().lower()
+               for h in simple.headers["access-control-expose-headers"].split(",")}
+    assert {"etag", "accept-ranges", "content-range", "warning", "x-request-id"} <= exposed
+
+
 @pytest.mark.parametrize("value", ["viewer.example.org", "ftp://x", "https://x/path"])
 def test_malformed_origins_are_refused_at_start(value: str) -> None:
     with pytest.raises(SettingsError, match="CORS_ORIGINS"):

@@ -177,9 +177,15 @@ def middleware(cors_origins: Sequence[str], metrics: GatewayMetrics | None = Non
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            # Authorization for bearer tokens; Range for bulk data.
-            allow_headers=["Authorization", "Accept", "Content-Type", "Range", "X-API-Key"],
-            expose_headers=["Content-Type", "Content-Length", "Content-Range", "Warning"],
+            # Authorization for bearer tokens; Range for bulk data and progressive
+            # frames; If-None-Match for a script that revalidates itself.
+            allow_headers=["Authorization", "Accept", "Content-Type", "Range", "X-API-Key",
+                           "If-None-Match", "X-Request-Id"],
+            # None of these is CORS-safelisted: a script on the viewer's origin reads
+            # them only if exposed (the ETag to revalidate, the range it was given,
+            # a QIDO Warning, the request id to quote in a support call).
+            expose_headers=["Content-Type", "Content-Length", "Content-Range", "Accept-Ranges",
+                            "ETag", "Warning", "X-Request-Id"],
             max_age=600,
         ))
     if metrics is not None:
