@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pydicom
@@ -157,6 +158,50 @@ def test_an_uncached_instance_is_not_304_but_answered(setup: DemoSetup,
     answer = httpx.get(url, headers={"Accept": DICOM_JSON, "If-None-Match": "*"}, timeout=30)
     assert answer.status_code == 200
     assert answer.json()[0]["00080018"]["Value"] == [two_studies[0].sop_uids[2]]
+
+
+def wado_uri_url(setup: DemoSetup, study: Study, content_type: str, **extra: str) -> str:
+    return f"{setup.gateway.url}/wado?" + urlencode({
+        "requestType": "WADO", "studyUID": study.study_uid, "seriesUID": study.series_uid,
+        "objectUID": study.sop_uids[0], "contentType": content_type, **extra})
+
+
+def test_a_wado_uri_object_is_cached_as_a_wado_rs_instance(
+        setup: DemoSetup, two_studies: tuple[Study, Study]) -> None:
+    """A WADO-URI link names one object, which never changes under its UID: the same
+    strong ETag, max-age and 304 without the PACS as its WADO-RS retrieve."""
+    study = two_studies[0]
+    urls = [wado_uri_url(setup, study, "application/dicom"),
+            wado_uri_url(setup, study, "image/jpeg"),
+            wado_uri_url(setup, study, "image/jpeg", columns="64")]
+    with httpx.Client(timeout=30) as client:
+        tags = []
+        for url in urls:
+            first, second = client.get(url), client.get(url)
+            assert first.status_code == 200, first.text
+            tags.append(first.headers["etag"])
+            assert tags[-1].startswith('"')
+            assert second.headers["etag"] == tags[-1]
+            assert first.headers["cache-control"] == "private, max-age=86400"
+        assert len(set(tags)) == len(urls)
+        setup.pacs.stop()
+        for url, etag in zip(urls, tags, strict=True):
+            revalidated = client.get(url, headers={"If-None-Match": etag})
+            assert revalidated.status_code == 304, revalidated.text
+            assert revalidated.headers["etag"] == etag
+
+
+def test_an_anonymized_wado_uri_object_is_never_kept(
+        setup: DemoSetup, two_studies: tuple[Study, Study]) -> None:
+    """Its new UIDs come from a key each process makes: another replica, or the same
+    one restarted, answers the same link with other bytes, so no ETag and no reuse."""
+    url = wado_uri_url(setup, two_studies[0], "application/dicom", anonymize="yes")
+    with httpx.Client(timeout=30) as client:
+        answer = client.get(url)
+        assert answer.status_code == 200, answer.text
+        assert "etag" not in answer.headers
+        assert answer.headers["cache-control"] == "no-store"
+        assert client.get(url, headers={"If-None-Match": "*"}).status_code == 200
 
 
 def test_study_and_series_answers_revalidate_over_the_instance_list(

@@ -1,7 +1,8 @@
 """HTTP caching of DICOMweb answers: ETags, Cache-Control and 304 Not Modified.
 
 An instance never changes under its SOP Instance UID, so what the gateway sends
-for one (retrieve, metadata, frames, rendered, thumbnail, bulk data) is a
+for one (retrieve, metadata, frames, rendered, thumbnail, bulk data; a WADO-URI
+object named by its three UIDs) is a
 function of the request alone: the path (UIDs, frame list, tag path), the query
 (rendering parameters, ``accept``), the Accept header, the base URL the answer
 writes into BulkDataURIs and Content-Locations, and the gateway's own way of
@@ -49,8 +50,8 @@ from dicomweb_gw.model import RetrieveKeys
 from dicomweb_gw.settings.model import HttpCache
 
 __all__ = ["CODINGS", "REPRESENTATION_VERSION", "HttpCaching", "etag_with_coding",
-           "http_cached", "http_cached_stream", "matches", "representation_tag",
-           "revalidated"]
+           "http_cached", "http_cached_stream", "http_cached_wado_uri", "matches",
+           "representation_tag", "revalidated"]
 
 #: Bump whenever the bytes the gateway produces for the same request change (a new
 #: encoder, a metadata fix, a new multipart layout): every ETag changes with it,
@@ -180,6 +181,21 @@ def _path_keys(request: Request) -> RetrieveKeys | None:
     return RetrieveKeys(study, series, instance)
 
 
+def _wado_uri_keys(request: Request) -> RetrieveKeys | None:
+    """The object a WADO-URI link names, if it names all three UIDs, well formed.
+
+    One that leaves out its study or series is found by a C-FIND first, so a 304
+    could not be given without the PACS: it gets no caching headers.
+    """
+    query = request.query_params
+    study, series, instance = (query.get("studyUID"), query.get("seriesUID"),
+                               query.get("objectUID"))
+    if not (study and series and instance) or not all(
+            is_valid_uid(uid) for uid in (study, series, instance)):
+        return None
+    return RetrieveKeys(study, series, instance)
+
+
 class CachingEndpoints(Protocol):
     """What ``http_cached`` needs of the endpoints object it decorates."""
 
@@ -214,11 +230,28 @@ def http_cached_stream(handler: Handler[E]) -> Handler[E]:
     return _cached(handler, streamed=True)
 
 
-def _cached(handler: Handler[E], *, streamed: bool) -> Handler[E]:
+def http_cached_wado_uri(handler: Handler[E]) -> Handler[E]:
+    """``http_cached`` for WADO-URI, whose link names one object in its query: cached
+    as that instance's WADO-RS answers are. Not an anonymized one (``no-store``): its
+    new UIDs come from a key each process makes, so another replica, or the same one
+    restarted, answers the same link with other bytes."""
+    cached = _cached(handler, streamed=False, keys_of=_wado_uri_keys)
+
+    @functools.wraps(handler)
+    async def object_cached(api: E, request: Request) -> Response:
+        if "anonymize" in request.query_params and api.http_caching is not None:
+            return _no_store(await handler(api, request))
+        return await cached(api, request)
+
+    return object_cached
+
+
+def _cached(handler: Handler[E], *, streamed: bool,
+            keys_of: Callable[[Request], RetrieveKeys | None] = _path_keys) -> Handler[E]:
     @functools.wraps(handler)
     async def cached(api: E, request: Request) -> Response:
         caching = api.http_caching
-        keys = _path_keys(request)
+        keys = keys_of(request)
         if caching is None or keys is None:
             return await handler(api, request)
         if not caching.enabled:

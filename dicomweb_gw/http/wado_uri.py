@@ -46,6 +46,7 @@ from dicomweb_gw.dicomweb.selection import InstanceSelection
 from dicomweb_gw.dicomweb.uids import require_uid
 from dicomweb_gw.errors import BadRequest, NotAcceptable, NotFound, PacsFailure
 from dicomweb_gw.http.endpoints import Services
+from dicomweb_gw.http.http_caching import http_cached_wado_uri
 from dicomweb_gw.http.negotiation import parse_accept
 from dicomweb_gw.http.render_params import MAX_VIEWPORT
 from dicomweb_gw.model import QueryLevel, RetrieveKeys
@@ -75,7 +76,8 @@ def wado_uri_path(node_name: str | None) -> str:
 
 
 def wado_uri_route(node_name: str | None, pacs: PacsClient, services: Services) -> Route:
-    return Route(wado_uri_path(node_name), WadoUri(pacs, services).wado_uri, methods=["GET"])
+    path = wado_uri_path(node_name)
+    return Route(path, WadoUri(pacs, services, prefix=path).wado_uri, methods=["GET"])
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,15 @@ class _Header:
 class WadoUri:
     """The WADO-URI endpoint of one PACS node."""
 
-    def __init__(self, pacs: PacsClient, services: Services,
+    def __init__(self, pacs: PacsClient, services: Services, prefix: str,
                  profile: BasicProfile = _PROFILE) -> None:
         self._pacs = pacs
         self._services = services
         self._profile = profile
+        self.prefix = prefix  # the ETag hashes the base URL, as a WADO-RS one does
+        self.http_caching = services.http_caching
 
+    @http_cached_wado_uri
     async def wado_uri(self, request: Request) -> Response:
         query = parse_wado_uri(request.query_params)
         keys = await self._keys(query.object_uids)
