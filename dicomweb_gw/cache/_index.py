@@ -3,17 +3,22 @@
 Not thread-safe by itself: DiskInstanceStore serialises every call with its lock.
 Each method that writes is one transaction, so the index moves from one
 consistent state to the next even if the process dies mid-call.
+
+The exception is ``Counts``: the status page's aggregate queries, which scan the
+whole index, on a read-only connection of their own with its own lock, so that
+they never hold up the cache (in WAL mode a reader does not block the writer).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "Index", "InstanceRow", "SeriesKey"]
+__all__ = ["SCHEMA_VERSION", "Counts", "Index", "InstanceRow", "SeriesKey"]
 
 SCHEMA_VERSION = 1
 #: A study's completeness record has series_uid '' (NULL cannot be part of a unique key).
@@ -87,6 +92,34 @@ def _row(values: Sequence[object]) -> InstanceRow:
     return InstanceRow(*values)  # type: ignore[arg-type]  # columns in _COLUMNS order
 
 
+class Counts:
+    """The status page's queries over a whole index, on their own read-only
+    connection: thread-safe, and never waiting for the index's writer."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA query_only=ON")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def largest_studies(self, limit: int) -> list[tuple[str, int, int]]:
+        """(study UID, total size, instance count) of the ``limit`` largest studies."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_uid, SUM(size) AS bytes, COUNT(*) FROM instances "
+                "GROUP BY study_uid ORDER BY bytes DESC, study_uid LIMIT ?",
+                (limit,)).fetchall()
+        return [(str(study), int(size), int(count)) for study, size, count in rows]
+
+    def study_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(DISTINCT study_uid) FROM instances")
+                       .fetchone()[0])
+
+
 class Index:
     def __init__(self, path: Path) -> None:
         # Autocommit mode: transactions are explicit (see _transaction).
@@ -106,11 +139,13 @@ class Index:
                         self._db.execute(f"DROP TABLE IF EXISTS {table}")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.counts = Counts(path)
         except BaseException:
             self._db.close()
             raise
 
     def close(self) -> None:
+        self.counts.close()
         self._db.close()
 
     @contextmanager
@@ -131,17 +166,6 @@ class Index:
             "SELECT COUNT(*), COALESCE(SUM(size), 0), "
             "COALESCE(MAX(MAX(last_used), MAX(inserted)), 0) FROM instances").fetchone()
         return int(count), int(size), int(tick)
-
-    def largest_studies(self, limit: int) -> list[tuple[str, int, int]]:
-        """(study UID, total size, instance count) of the ``limit`` largest studies."""
-        rows = self._db.execute(
-            "SELECT study_uid, SUM(size) AS bytes, COUNT(*) FROM instances "
-            "GROUP BY study_uid ORDER BY bytes DESC, study_uid LIMIT ?", (limit,)).fetchall()
-        return [(str(study), int(size), int(count)) for study, size, count in rows]
-
-    def study_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(DISTINCT study_uid) FROM instances")
-                   .fetchone()[0])
 
     def instance(self, sop_instance_uid: str) -> InstanceRow | None:
         values = self._db.execute(f"SELECT {_COLUMNS} FROM instances WHERE sop_instance_uid = ?",

@@ -194,14 +194,13 @@ class DiskInstanceStore:
 
     def largest_studies(self, limit: int = 10) -> list[tuple[str, int, int]]:
         """(study UID, bytes, instances) of the largest studies cached, largest first
-        (for the status page)."""
-        with self._lock:
-            return self._index.largest_studies(limit)
+        (for the status page). Without the store's lock: a scan of the whole index
+        on a connection of its own (``_index.Counts``)."""
+        return self._index.counts.largest_studies(limit)
 
     def study_count(self) -> int:
-        """How many studies have instances cached."""
-        with self._lock:
-            return self._index.study_count()
+        """How many studies have instances cached (as ``largest_studies``, lock-free)."""
+        return self._index.counts.study_count()
 
     @property
     def max_bytes(self) -> int:
