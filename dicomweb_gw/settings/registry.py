@@ -253,7 +253,8 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             env="DICOMWEB_GW_QIDO_CACHE_TTL", toml="qido_cache_ttl",
             helm=("cluster.qidoCacheTtl",)),
     Setting("http_cache", parsers.choice("private", "no-store"), "private",
-            "browser caching of instance retrieve, metadata, frames, rendered and bulk data: "
+            "browser caching of instance retrieve, metadata, frames, rendered and bulk data "
+            "(and WADO-URI objects): "
             "`private` (an `ETag`, `Cache-Control: private, max-age`, 304 on `If-None-Match`) "
             "or `no-store`; study and series answers revalidate (`no-cache`)",
             env="DICOMWEB_GW_HTTP_CACHE", toml="http_cache", helm=("gateway.httpCache",)),
