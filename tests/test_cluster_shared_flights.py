@@ -8,16 +8,17 @@ tests/test_cluster.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 
 import pytest
 
 from cluster_fixtures import RedisServer
 from dicomweb_gw.cluster.link import RedisLink
 from dicomweb_gw.cluster.shared_flights import ClusterFlights
-from dicomweb_gw.dicomweb.flights import Landed
+from dicomweb_gw.dicomweb.flights import FlightTable, Landed, flying
 from dicomweb_gw.errors import PacsTimeout
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import RetrieveKeys, RetrieveReport
 
 STUDY = "1.2.3"
 KEYS = RetrieveKeys(STUDY)
@@ -172,3 +173,54 @@ def test_without_redis_each_replica_retrieves_alone(redis_server: RedisServer) -
     first, second = asyncio.run(run())
     assert first == second == [item.sop_instance_uid for item in ITEMS]
     assert pacs_a.runs == pacs_b.runs == 1
+
+
+def test_a_follower_shows_what_the_owner_expects(redis_server: RedisServer) -> None:
+    """The status page of the replica that follows says how many instances are
+    expected, as the owner's does; not for a follower asking for less than the owner
+    retrieves (the owner's count is the study's, not its series')."""
+    shared: dict[str, Landed] = {}
+    owner_pacs, follower_pacs = FakePacs(shared, pause=0.1), FakePacs(shared)
+
+    async def owner_produce(keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
+        flight = flying()  # as InstanceSource's producer shows its PACS's counts
+        assert flight is not None
+        flight.progress = RetrieveReport(expected=len(ITEMS))
+        async with aclosing(owner_pacs.produce(keys)) as items:
+            async for item in items:
+                yield item
+
+    async def drain(table: FlightTable, flights: ClusterFlights, keys: RetrieveKeys,
+                    produce: Callable[[RetrieveKeys], AsyncGenerator[Landed, None]]) -> None:
+        coordinated = flights.producer("pacs", produce, follower_pacs.fetch)
+        async with aclosing(table.join("pacs", keys, coordinated)) as landed:
+            async for _ in landed:
+                pass
+
+    async def run() -> tuple[list[int | None], list[int | None]]:
+        replicas = _replicas(redis_server, 3)
+        tables = [FlightTable() for _ in replicas]
+        owner = asyncio.ensure_future(drain(tables[0], replicas[0][1], KEYS, owner_produce))
+        await asyncio.sleep(0.05)
+        study = asyncio.ensure_future(drain(tables[1], replicas[1][1], KEYS,
+                                            follower_pacs.produce))
+        series = asyncio.ensure_future(drain(tables[2], replicas[2][1],
+                                             RetrieveKeys(STUDY, "1.2.3.2"),
+                                             follower_pacs.produce))
+        seen_study: list[int | None] = []
+        seen_series: list[int | None] = []
+        while not owner.done():
+            seen_study.extend(f.expected for f in tables[1].live())
+            seen_series.extend(f.expected for f in tables[2].live())
+            await asyncio.sleep(0.02)
+        await asyncio.gather(owner, study, series)
+        assert replicas[1][1].roles.followed == replicas[2][1].roles.followed == 1
+        await _close(replicas)
+        return seen_study, seen_series
+
+    seen_study, seen_series = asyncio.run(run())
+    assert len(ITEMS) in seen_study
+    assert set(seen_study) <= {None, len(ITEMS)}
+    assert seen_series
+    assert set(seen_series) == {None}
+    assert follower_pacs.runs == 0

@@ -13,7 +13,9 @@ that did.
 - The **stream** (a Redis stream per lease) carries one entry per instance as
   it lands in the shared store, then ``done``, ``error`` or ``abandoned``.
   Followers fetch each announced instance from the shared store and stream it
-  to their own clients as it arrives.
+  to their own clients as it arrives. Each entry also carries how many
+  instances the owner's flight expects, when it knows: a follower asking for
+  the same keys shows that on its own status page.
 
 Redis failing at any point means per-replica behaviour: the flight retrieves
 by itself, as a gateway without Redis does.
@@ -29,7 +31,7 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
 from dicomweb_gw.cluster.link import KEY_PREFIX, RedisLink, stream_entries, text
-from dicomweb_gw.dicomweb.flights import Fetch, Landed, Producer
+from dicomweb_gw.dicomweb.flights import Fetch, Landed, Producer, flying
 from dicomweb_gw.errors import (
     GatewayError,
     NotFound,
@@ -38,7 +40,7 @@ from dicomweb_gw.errors import (
     PacsTimeout,
     PacsUnavailable,
 )
-from dicomweb_gw.model import RetrieveKeys
+from dicomweb_gw.model import RetrieveKeys, RetrieveReport
 
 __all__ = ["ClusterFlights", "FlightRoles"]
 
@@ -113,8 +115,11 @@ class ClusterFlights:
                             yield item
                     return
                 self.roles.followed += 1
+                # The owner's count is for its keys: shown here only if they are ours.
+                same_keys = key == _lease_keys(pacs, keys)[-1]
                 try:
-                    async with aclosing(self._follow(pacs, key, token, keys, fetch)) as followed:
+                    async with aclosing(self._follow(pacs, key, token, keys, fetch,
+                                                     same_keys)) as followed:
                         async for item in _skipping(followed, streamed):
                             yield item
                     return
@@ -168,12 +173,15 @@ class ClusterFlights:
         stream = _stream_key(token)
         renewing = asyncio.create_task(self._renew(key, token))
         outcome: dict[str, str] = {"kind": "abandoned"}
+        flight = flying()
         try:
             async with aclosing(instances) as landed:
                 async for item in landed:
-                    await self._announce(stream, {"kind": "landed", "study": item.study_uid,
-                                                  "series": item.series_uid,
-                                                  "sop": item.sop_instance_uid})
+                    entry = {"kind": "landed", "study": item.study_uid,
+                             "series": item.series_uid, "sop": item.sop_instance_uid}
+                    if flight is not None and (expected := flight.expected) is not None:
+                        entry["expected"] = str(expected)
+                    await self._announce(stream, entry)
                     yield item
             outcome = {"kind": "done"}
         except PacsError as exc:
@@ -223,8 +231,9 @@ class ClusterFlights:
 
     # -- following ---------------------------------------------------------
     async def _follow(self, pacs: str, key: str, token: str, keys: RetrieveKeys,
-                      fetch: Fetch) -> AsyncGenerator[Landed, None]:
+                      fetch: Fetch, same_keys: bool) -> AsyncGenerator[Landed, None]:
         stream = _stream_key(token)
+        flight = flying() if same_keys else None
         last = "0-0"
         while True:
             answer = await self._link.call(
@@ -243,6 +252,10 @@ class ClusterFlights:
             for _, fields in entries:
                 kind = fields.get("kind")
                 if kind == "landed":
+                    if flight is not None and fields.get("expected", "").isdigit():
+                        if flight.progress is None:
+                            flight.progress = RetrieveReport()
+                        flight.progress.expected = int(fields["expected"])
                     if not keys.covers(fields["study"], fields["series"], fields["sop"]):
                         continue
                     item = await fetch(fields["study"], fields["series"], fields["sop"])
