@@ -182,6 +182,8 @@ def test_a_follower_shows_what_the_owner_expects(redis_server: RedisServer) -> N
     shared: dict[str, Landed] = {}
     owner_pacs, follower_pacs = FakePacs(shared, pause=0.1), FakePacs(shared)
 
+    owning: list[asyncio.Event] = []  # made in the test's event loop
+
     async def owner_produce(keys: RetrieveKeys) -> AsyncGenerator[Landed, None]:
         flight = flying()  # as InstanceSource's producer shows its PACS's counts
         assert flight is not None
@@ -189,6 +191,7 @@ def test_a_follower_shows_what_the_owner_expects(redis_server: RedisServer) -> N
         async with aclosing(owner_pacs.produce(keys)) as items:
             async for item in items:
                 yield item
+                owning[0].set()
 
     async def drain(table: FlightTable, flights: ClusterFlights, keys: RetrieveKeys,
                     produce: Callable[[RetrieveKeys], AsyncGenerator[Landed, None]]) -> None:
@@ -200,8 +203,9 @@ def test_a_follower_shows_what_the_owner_expects(redis_server: RedisServer) -> N
     async def run() -> tuple[list[int | None], list[int | None]]:
         replicas = _replicas(redis_server, 3)
         tables = [FlightTable() for _ in replicas]
+        owning.append(asyncio.Event())
         owner = asyncio.ensure_future(drain(tables[0], replicas[0][1], KEYS, owner_produce))
-        await asyncio.sleep(0.05)
+        await owning[0].wait()  # it holds the lease: the others follow
         study = asyncio.ensure_future(drain(tables[1], replicas[1][1], KEYS,
                                             follower_pacs.produce))
         series = asyncio.ensure_future(drain(tables[2], replicas[2][1],

@@ -188,7 +188,7 @@ class Associations:
         seconds or ``tries`` were timed. One sample is one moment: a busy gateway or
         PACS can hold a loopback release for tens of ms, and that alone would split
         every retrieve from a PACS next door; the best of a few is the link. A near
-        PACS is timed once, as a far one is at most ``tries`` times (once per node).
+        PACS is usually timed once, a far one ``tries`` times; either once per node.
         A PACS that refuses leaves nothing timed; the operation that asked goes on and
         meets the refusal itself."""
         for _ in range(tries):
