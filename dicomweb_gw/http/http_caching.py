@@ -170,30 +170,32 @@ def _comparable_body(response: Response) -> bytes | None:
     return body.replace(boundary.group(1).encode(), b"") if boundary else body
 
 
-def _path_keys(request: Request) -> RetrieveKeys | None:
-    """The UIDs of the path, or None if one is malformed (the handler then says why)."""
-    params = request.path_params
-    study, series, instance = (params.get("study"), params.get("series"),
-                               params.get("instance"))
+def _keys(study: str | None, series: str | None, instance: str | None) -> RetrieveKeys | None:
+    """The keys the UIDs given name, or None if there is no study or one is malformed
+    (the handler then says why)."""
     if study is None or not all(is_valid_uid(uid) for uid in (study, series, instance)
                                 if uid is not None):
         return None
     return RetrieveKeys(study, series, instance)
 
 
+def _path_keys(request: Request) -> RetrieveKeys | None:
+    """The UIDs of the path (``_keys``)."""
+    params = request.path_params
+    return _keys(params.get("study"), params.get("series"), params.get("instance"))
+
+
 def _wado_uri_keys(request: Request) -> RetrieveKeys | None:
-    """The object a WADO-URI link names, if it names all three UIDs, well formed.
+    """The object a WADO-URI link names, if it names all three UIDs (``_keys``).
 
     One that leaves out its study or series is found by a C-FIND first, so a 304
     could not be given without the PACS: it gets no caching headers.
     """
     query = request.query_params
-    study, series, instance = (query.get("studyUID"), query.get("seriesUID"),
-                               query.get("objectUID"))
-    if not (study and series and instance) or not all(
-            is_valid_uid(uid) for uid in (study, series, instance)):
+    series, instance = query.get("seriesUID"), query.get("objectUID")
+    if series is None or instance is None:
         return None
-    return RetrieveKeys(study, series, instance)
+    return _keys(query.get("studyUID"), series, instance)
 
 
 class CachingEndpoints(Protocol):
